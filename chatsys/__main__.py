@@ -1,0 +1,3 @@
+from chatsys.cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""The contract's error codes, modelled once and mapped once per boundary.
+
+Each code of DESIGN.md is one exception type. Servicers raise them, :func:`to_grpc` turns them
+into a gRPC status at A and B, :func:`from_grpc` turns a status back into the same type in the
+gateway, and the gateway renders that type as a WebSocket error frame or an HTTP status.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+
+class ChatError(Exception):
+    """An expected failure that a client can act on."""
+
+    code: ClassVar[str] = "internal"
+    http_status: ClassVar[int] = 500
+    grpc_status: ClassVar[Status] = Status.INTERNAL
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.code.replace("_", " "))
+        self.message = message or self.code.replace("_", " ")
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class BadRequest(ChatError):
+    code = "bad_request"
+    http_status = 400
+    grpc_status = Status.INVALID_ARGUMENT
+
+
+class Unauthorized(ChatError):
+    code = "unauthorized"
+    http_status = 401
+    grpc_status = Status.UNAUTHENTICATED
+
+
+class Forbidden(ChatError):
+    code = "forbidden"
+    http_status = 403
+    grpc_status = Status.PERMISSION_DENIED
+
+
+class NotFound(ChatError):
+    code = "not_found"
+    http_status = 404
+    grpc_status = Status.NOT_FOUND
+
+
+class TooLarge(ChatError):
+    code = "too_large"
+    http_status = 413
+    grpc_status = Status.OUT_OF_RANGE
+
+
+class RateLimited(ChatError):
+    code = "rate_limited"
+    http_status = 429
+    grpc_status = Status.RESOURCE_EXHAUSTED
+
+
+class Unavailable(ChatError):
+    code = "unavailable"
+    http_status = 503
+    grpc_status = Status.UNAVAILABLE
+
+
+class Internal(ChatError):
+    code = "internal"
+    http_status = 500
+    grpc_status = Status.INTERNAL
+
+
+_BY_STATUS: dict[Status, type[ChatError]] = {
+    cls.grpc_status: cls
+    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, TooLarge, RateLimited, Unavailable)
+}
+# A deadline that passes means the dependency is too slow to answer: to the client it is down.
+_BY_STATUS[Status.DEADLINE_EXCEEDED] = Unavailable
+_BY_STATUS[Status.CANCELLED] = Unavailable
+
+
+def to_grpc(error: ChatError) -> GRPCError:
+    return GRPCError(error.grpc_status, error.message)
+
+
+def from_grpc(error: GRPCError | StreamTerminatedError | OSError | TimeoutError) -> ChatError:
+    """The gateway's view of a failed call to A or B."""
+    if isinstance(error, GRPCError):
+        cls = _BY_STATUS.get(error.status, Internal)
+        if cls is Unavailable:
+            return Unavailable("a backend service is unavailable, try again")
+        return cls(error.message or "")
+    return Unavailable("a backend service is unavailable, try again")

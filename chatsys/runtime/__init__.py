@@ -1,0 +1,1 @@
+"""What every chatsys process shares: settings, logging, metrics, lifecycle, gRPC plumbing."""

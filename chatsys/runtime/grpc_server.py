@@ -1,0 +1,84 @@
+"""The one gRPC server bootstrap that modules A and B share.
+
+It registers the services with ``grpc.health.v1`` health and server reflection, instruments
+them for Prometheus, and flips health to SERVING only once the port listens and the storage
+answers; on stop it reports NOT_SERVING first, so load balancers move away before the port
+closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from grpclib.health.check import ServiceCheck, ServiceStatus
+from grpclib.health.service import Health
+from grpclib.reflection.service import ServerReflection
+from grpclib.server import Server
+from grpclib.utils import _service_name
+
+from chatsys.runtime import metrics
+from chatsys.runtime.settings import Settings
+from chatsys.stubs.google_proto_descriptor_pool import default_google_proto_descriptor_pool
+
+log = logging.getLogger("chatsys.grpc")
+
+
+def _describe_builtin_services() -> None:
+    """Reflection answers from our stubs' pool; health is described there too."""
+    from grpclib.health.v1 import health_pb2
+
+    try:
+        default_google_proto_descriptor_pool.FindFileByName(health_pb2.DESCRIPTOR.name)
+    except KeyError:
+        default_google_proto_descriptor_pool.AddSerializedFile(health_pb2.DESCRIPTOR.serialized_pb)
+
+
+_describe_builtin_services()
+Probe = Callable[[], Awaitable[Any]]
+
+
+def _probe_check(probe: Probe) -> ServiceCheck:
+    async def check() -> bool:
+        await probe()
+        return True
+
+    return ServiceCheck(check, check_ttl=2.0, check_timeout=1.0)
+
+
+async def serve_grpc(
+    settings: Settings,
+    services: Sequence[Any],
+    probes: Sequence[Probe],
+    stop: anyio.Event,
+    *,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``stop``; reports the bound port through ``task_status``."""
+    serving = ServiceStatus()
+    checks = [serving, *(_probe_check(p) for p in probes)]
+    names = [_service_name(s) for s in services]
+    health = Health({svc: checks for svc in services})
+    reflection = ServerReflection(
+        _service_names=[*names, "grpc.health.v1.Health"], _pool=default_google_proto_descriptor_pool,
+    )
+    server = Server([*services, health, reflection])
+    metrics.instrument_server(server)
+    await server.start(settings.host, settings.port, reuse_port=False)
+    port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    serving.set(True)
+    log.info("gRPC %s listening on %s:%d", ", ".join(names), settings.host, port)
+    task_status.started(port)
+    try:
+        await stop.wait()
+        serving.set(False)
+        log.info("draining gRPC server")
+        await anyio.sleep(settings.drain_timeout)
+    finally:
+        serving.set(False)
+        server.close()
+        with anyio.move_on_after(settings.shutdown_grace, shield=True):
+            await server.wait_closed()
