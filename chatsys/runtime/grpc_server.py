@@ -16,6 +16,7 @@ import anyio
 from anyio.abc import TaskStatus
 from grpclib.health.check import ServiceCheck, ServiceStatus
 from grpclib.health.service import Health
+from grpclib.reflection._deprecated import ServerReflection as ServerReflectionV1Alpha
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 from grpclib.utils import _service_name
@@ -62,10 +63,14 @@ async def serve_grpc(
     checks = [serving, *(_probe_check(p) for p in probes)]
     names = [_service_name(s) for s in services]
     health = Health({svc: checks for svc in services})
-    reflection = ServerReflection(
-        _service_names=[*names, "grpc.health.v1.Health"], _pool=default_google_proto_descriptor_pool,
-    )
-    server = Server([*services, health, reflection])
+    # Both reflection versions: grpcurl speaks v1, grpcio-reflection clients still v1alpha.
+    reflected = [*names, "grpc.health.v1.Health"]
+    reflection = [
+        ServerReflection(_service_names=reflected, _pool=default_google_proto_descriptor_pool),
+        ServerReflectionV1Alpha(_service_names=reflected,
+                                _pool=default_google_proto_descriptor_pool),
+    ]
+    server = Server([*services, health, *reflection])
     metrics.instrument_server(server)
     await server.start(settings.host, settings.port, reuse_port=False)
     port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

@@ -1,0 +1,128 @@
+"""ChatService: thin gRPC handlers over the batcher (writes), the store (reads) and the hub.
+
+Subscribe registers with the hub before it reads any history, then skips live messages it
+already replayed: between the history read and the first live event nothing can slip through
+the gap, and nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from chatsys import validation
+from chatsys.chat.batcher import Batcher
+from chatsys.chat.hub import Hub, HubClosed, Overflowed
+from chatsys.chat.store import MAX_HISTORY, MessageStore, order_key
+from chatsys.errors import BadRequest, TooLarge
+from chatsys.runtime import rpc
+from chatsys.stubs.chatsys.chat.v1 import (
+    AppendRequest,
+    AppendResponse,
+    ChatServiceBase,
+    FileRef,
+    HistoryRequest,
+    HistoryResponse,
+    Message,
+    PresenceEvent,
+    PublishPresenceRequest,
+    PublishPresenceResponse,
+    RoomEvent,
+    Subscribed,
+    SubscribeRequest,
+)
+
+MAX_SESSION_CHARS = 128
+MAX_FILE_FIELD_CHARS = 512
+
+
+class ChatService(ChatServiceBase):
+    def __init__(self, store: MessageStore, hub: Hub, batcher: Batcher, *,
+                 max_text_chars: int, history_limit: int) -> None:
+        self.store = store
+        self.hub = hub
+        self.batcher = batcher
+        self.max_text_chars = max_text_chars
+        self.history_limit = history_limit
+
+    def _body(self, request: AppendRequest) -> tuple[str | None, FileRef | None]:
+        if request.text is not None:
+            if not request.text:
+                raise BadRequest("text must not be empty")
+            if len(request.text) > self.max_text_chars:
+                raise TooLarge(f"text is longer than {self.max_text_chars} characters")
+            return request.text, None
+        if request.file is not None:
+            ref = request.file
+            if not ref.id:
+                raise BadRequest("file.id is required")
+            if max(len(ref.id), len(ref.name), len(ref.content_type)) > MAX_FILE_FIELD_CHARS:
+                raise BadRequest("file reference is too long")
+            return None, FileRef(id=ref.id, name=ref.name, size=ref.size,
+                                 content_type=ref.content_type)
+        raise BadRequest("text or file is required")
+
+    @rpc.unary
+    async def append(self, message: AppendRequest) -> AppendResponse:
+        room = validation.room_name(message.room)
+        user = validation.user_name(message.user)
+        if len(message.session) > MAX_SESSION_CHARS:
+            raise BadRequest("session is too long")
+        text, file = self._body(message)
+        draft = Message(room=room, user=user, session=message.session)
+        if text is not None:
+            draft.text = text
+        else:
+            draft.file = file
+        return AppendResponse(message=await self.batcher.append(draft))
+
+    @rpc.unary
+    async def history(self, message: HistoryRequest) -> HistoryResponse:
+        room = validation.room_name(message.room)
+        since = validation.message_id(message.since)
+        if since:
+            return HistoryResponse(messages=await self.store.after(room, since))
+        limit = message.limit if message.limit > 0 else self.history_limit
+        return HistoryResponse(messages=await self.store.last(room, min(limit, MAX_HISTORY)))
+
+    @rpc.unary
+    async def publish_presence(self, message: PublishPresenceRequest) -> PublishPresenceResponse:
+        presence = message.presence
+        if presence is None:
+            raise BadRequest("presence is required")
+        validation.room_name(presence.room)
+        validation.user_name(presence.user)
+        if presence.event not in (PresenceEvent.JOIN, PresenceEvent.LEAVE):
+            raise BadRequest("presence event must be join or leave")
+        if len(presence.session) > MAX_SESSION_CHARS:
+            raise BadRequest("session is too long")
+        self.hub.publish(presence.room, RoomEvent(presence=presence))
+        return PublishPresenceResponse()
+
+    @rpc.stream
+    async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[RoomEvent]:
+        room = validation.room_name(message.room)
+        since = validation.message_id(message.since)
+        sub = self.hub.subscribe(room)
+        try:
+            yield RoomEvent(subscribed=Subscribed(room=room))
+            last = order_key(since) if since else (-1, -1)
+            if since:
+                for replayed in await self.store.after(room, since):
+                    yield RoomEvent(message=replayed)
+                    last = order_key(replayed.id)
+            while True:
+                try:
+                    event = await sub.get()
+                except Overflowed:
+                    raise GRPCError(Status.RESOURCE_EXHAUSTED,
+                                    "subscriber fell behind; subscribe again with since") from None
+                except HubClosed:
+                    raise GRPCError(Status.UNAVAILABLE, "server is shutting down") from None
+                if event.message is not None and order_key(event.message.id) <= last:
+                    continue
+                yield event
+        finally:
+            self.hub.unsubscribe(sub)

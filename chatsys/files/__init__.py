@@ -1,0 +1,1 @@
+"""Module B: durable file storage (FileService)."""

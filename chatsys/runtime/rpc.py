@@ -1,0 +1,54 @@
+"""Servicer method decorators: contract errors become gRPC statuses, bugs become INTERNAL.
+
+Servicers raise :class:`chatsys.errors.ChatError` subclasses; these wrappers map them through
+:func:`chatsys.errors.to_grpc` (the one mapping) and turn any other exception into a logged
+INTERNAL status, so one bad request never takes the server down and never leaks a traceback to
+the client. Cancellation passes through untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from chatsys.errors import ChatError, to_grpc
+
+log = logging.getLogger("chatsys.rpc")
+R = TypeVar("R")
+
+
+def _translate(name: str, exc: Exception) -> GRPCError:
+    if isinstance(exc, GRPCError):
+        return exc
+    if isinstance(exc, ChatError):
+        return to_grpc(exc)
+    log.exception("%s failed", name)
+    return GRPCError(Status.INTERNAL, "internal error")
+
+
+def unary(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as exc:
+            raise _translate(fn.__qualname__, exc) from exc
+
+    return wrapper
+
+
+def stream(fn: Callable[..., AsyncIterator[R]]) -> Callable[..., AsyncIterator[R]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[R]:
+        try:
+            async for item in fn(*args, **kwargs):
+                yield item
+        except Exception as exc:
+            raise _translate(fn.__qualname__, exc) from exc
+
+    return wrapper

@@ -1,0 +1,88 @@
+"""Composition root of modules A and B: ``chatsys users|chat|files`` in any combination.
+
+It opens the stores the chosen verbs need, wires the servicers, serves gRPC (with health and
+reflection) and Prometheus, and on stop ends live subscriptions, lets in-flight appends commit,
+then closes the stores, so the process exits 0 with nothing acknowledged lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+
+from chatsys.runtime import grpc_server, lifecycle, metrics
+from chatsys.runtime.grpc_server import Probe
+from chatsys.runtime.settings import Settings
+from chatsys.runtime.storage import StoreConfigError, backend_for
+
+log = logging.getLogger("chatsys.services")
+
+
+async def _close_hub_on_stop(stop: anyio.Event, hub: Any) -> None:
+    await stop.wait()
+    hub.close()
+
+
+async def serve(settings: Settings, stop: anyio.Event) -> None:
+    services: list[Any] = []
+    probes: list[Probe] = []
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        if "users" in settings.verbs:
+            from chatsys.users.service import UserService
+            from chatsys.users.store import open_session_store
+
+            sessions = await open_session_store(settings)
+            stack.push_async_callback(sessions.aclose)
+            services.append(UserService(sessions, ttl_seconds=settings.session_ttl))
+            probes.append(sessions.ping)
+        batcher = None
+        if "chat" in settings.verbs:
+            from chatsys.chat.batcher import Batcher
+            from chatsys.chat.hub import Hub
+            from chatsys.chat.service import ChatService
+            from chatsys.chat.store import open_message_store
+
+            messages = await open_message_store(settings)
+            stack.push_async_callback(messages.aclose)
+            hub = Hub()
+            batcher = Batcher(messages, hub)
+            tg.start_soon(batcher.run)
+            tg.start_soon(_close_hub_on_stop, stop, hub)
+            services.append(ChatService(messages, hub, batcher,
+                                        max_text_chars=settings.max_text_chars,
+                                        history_limit=settings.history_limit))
+            probes.append(messages.ping)
+        if "files" in settings.verbs:
+            from chatsys.files.service import FileService
+            from chatsys.files.store import open_file_store
+
+            files = await open_file_store(settings)
+            stack.push_async_callback(files.aclose)
+            services.append(FileService(files, max_file_bytes=settings.max_file_bytes))
+            probes.append(files.ping)
+
+        metrics_port = metrics.start_exposition_server(settings.host, settings.metrics_port)
+        async with anyio.create_task_group() as grpc_tg:
+            port = await grpc_tg.start(grpc_server.serve_grpc, settings, services, probes, stop)
+            log.info("ready: gRPC port %d, metrics port %d (%s)", port, metrics_port,
+                     " ".join(settings.verbs))
+        # The gRPC server is closed: no append can arrive any more; commit what is queued.
+        if batcher is not None:
+            batcher.close()
+    log.info("stopped")
+
+
+def run(settings: Settings) -> None:
+    async def main(stop: anyio.Event) -> None:
+        await serve(settings, stop)
+
+    if {"users", "chat"} & set(settings.verbs):
+        try:
+            backend_for(settings.store_url)  # refuse an unusable --store before anything starts
+        except StoreConfigError as exc:
+            log.error("%s", exc)
+            raise SystemExit(2) from None
+    lifecycle.run(main, grace=settings.shutdown_grace)

@@ -1,0 +1,1 @@
+"""Module A, part 1: sessions and their bearer tokens (UserService)."""

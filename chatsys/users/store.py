@@ -1,0 +1,50 @@
+"""The session store Protocol and its factory.
+
+The store never sees a bearer token, only its SHA-256: whoever reads the database (a backup, a
+leak) learns no token that works. Expiry is decided by the caller passing the oldest creation
+time still valid, so every backend applies the same TTL rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from chatsys.runtime.settings import Settings
+from chatsys.runtime.storage import backend_for
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    user: str
+    room: str
+    created_ms: int
+
+
+class SessionStore(Protocol):
+    async def create(self, record: SessionRecord, token_hash: bytes) -> None:
+        """Store a new session under the hash of its token."""
+
+    async def lookup(self, token_hash: bytes, not_before_ms: int) -> SessionRecord | None:
+        """The session for this token hash, or None if unknown or created before the cut-off."""
+
+    async def end(self, session_id: str) -> None:
+        """Forget a session; ending an unknown one is not an error."""
+
+    async def purge(self, before_ms: int) -> int:
+        """Delete sessions created before ``before_ms`` (expired); returns how many."""
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def open_session_store(settings: Settings) -> SessionStore:
+    url = settings.store_url
+    backend = backend_for(url)
+    if backend == "sqlite":
+        from chatsys.users.sqlite_store import SqliteSessionStore
+
+        return await SqliteSessionStore.open(url)
+    raise AssertionError(backend)
