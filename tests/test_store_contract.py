@@ -1,0 +1,151 @@
+"""One contract for every backend of A's store Protocols (only SQLite so far).
+
+Add a backend by extending ``BACKENDS`` and ``_settings``; every test then runs against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from chatsys.chat.store import MessageStore, open_message_store, order_key
+from chatsys.runtime.settings import Settings
+from chatsys.runtime.storage import StoreConfigError, backend_for
+from chatsys.stubs.chatsys.chat.v1 import FileRef, Message
+from chatsys.users.store import SessionRecord, SessionStore, open_session_store
+
+pytestmark = pytest.mark.anyio
+BACKENDS = ["sqlite"]
+
+
+def _settings(backend: str, tmp_path: Path) -> Settings:
+    if backend == "sqlite":
+        return Settings(verbs=("users", "chat"), data_dir=tmp_path,
+                        store=f"sqlite:///{tmp_path / 'chatsys.db'}")
+    raise AssertionError(backend)
+
+
+@pytest.fixture(params=BACKENDS)
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    return _settings(request.param, tmp_path)
+
+
+@pytest.fixture
+async def sessions(settings: Settings) -> AsyncIterator[SessionStore]:
+    store = await open_session_store(settings)
+    yield store
+    await store.aclose()
+
+
+@pytest.fixture
+async def messages(settings: Settings) -> AsyncIterator[MessageStore]:
+    store = await open_message_store(settings, retention=50)
+    yield store
+    await store.aclose()
+
+
+def _h(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def text(room: str, body: str, user: str = "ana") -> Message:
+    return Message(room=room, user=user, session="s1", text=body)
+
+
+async def test_session_create_lookup_end(sessions: SessionStore) -> None:
+    with anyio.fail_after(5):
+        await sessions.ping()
+        record = SessionRecord("sid1", "ana", "lobby", 1_000)
+        await sessions.create(record, _h("tok"))
+        assert await sessions.lookup(_h("tok"), 0) == record
+        assert await sessions.lookup(_h("forged"), 0) is None
+        await sessions.end("sid1")
+        assert await sessions.lookup(_h("tok"), 0) is None
+        await sessions.end("sid1")  # idempotent
+
+
+async def test_session_expiry_and_purge(sessions: SessionStore) -> None:
+    with anyio.fail_after(5):
+        await sessions.create(SessionRecord("old", "ana", "lobby", 1_000), _h("old"))
+        await sessions.create(SessionRecord("new", "bo", "lobby", 5_000), _h("new"))
+        assert await sessions.lookup(_h("old"), 2_000) is None  # created before the cut-off
+        assert (await sessions.lookup(_h("new"), 2_000)) is not None
+        assert await sessions.purge(2_000) == 1
+        assert await sessions.lookup(_h("old"), 0) is None
+        assert (await sessions.lookup(_h("new"), 0)) is not None
+
+
+async def test_append_order_and_ids_sort(messages: MessageStore) -> None:
+    with anyio.fail_after(5):
+        first = await messages.append([text("r1", "a"), text("r2", "b"), text("r1", "c")], 42)
+        second = await messages.append(
+            [Message(room="r1", user="bo", session="s2",
+                     file=FileRef(id="f1", name="x.txt", size=3, content_type="text/plain"))], 43)
+        stored = first + second
+        ids = [m.id for m in stored]
+        assert ids == sorted(ids) and len(set(ids)) == 4
+        assert [order_key(i) for i in ids] == sorted(order_key(i) for i in ids)
+        assert [m.ts for m in stored] == [42, 42, 42, 43]
+        r1 = await messages.last("r1", 10)
+        assert [m.text for m in r1[:2]] == ["a", "c"]
+        assert r1[2].file is not None and r1[2].file.name == "x.txt" and r1[2].text is None
+        assert [m.id for m in r1] == [ids[0], ids[2], ids[3]]
+
+
+async def test_history_last_n_and_since(messages: MessageStore) -> None:
+    with anyio.fail_after(5):
+        stored = await messages.append([text("r", str(i)) for i in range(10)], 1)
+        await messages.append([text("other", "x")], 2)
+        last3 = await messages.last("r", 3)
+        assert [m.text for m in last3] == ["7", "8", "9"]
+        after = await messages.after("r", stored[5].id)
+        assert [m.text for m in after] == ["6", "7", "8", "9"]
+        assert await messages.after("r", stored[-1].id) == []
+        assert await messages.last("empty", 5) == []
+
+
+async def test_retention_bound(messages: MessageStore) -> None:
+    with anyio.fail_after(10):
+        assert messages.retention == 50
+        for batch in range(12):
+            await messages.append([text("busy", f"{batch}-{i}") for i in range(10)], 1)
+        kept = await messages.after("busy", "0")
+        assert len(kept) == 50
+        assert kept[-1].text == "11-9" and kept[0].text == "7-0"
+        assert len(await messages.last("busy", 1000)) == 50
+
+
+async def test_durable_across_reopen(settings: Settings) -> None:
+    with anyio.fail_after(10):
+        store = await open_message_store(settings)
+        stored = await store.append([text("r", "persist")], 7)
+        await store.aclose()
+        sessions = await open_session_store(settings)
+        await sessions.create(SessionRecord("sid", "ana", "r", 1), _h("t"))
+        await sessions.aclose()
+
+        store = await open_message_store(settings)
+        try:
+            again = await store.last("r", 10)
+            assert [(m.id, m.text, m.ts) for m in again] == [(stored[0].id, "persist", 7)]
+            newer = await store.append([text("r", "next")], 8)
+            assert newer[0].id > stored[0].id
+        finally:
+            await store.aclose()
+        sessions = await open_session_store(settings)
+        try:
+            assert (await sessions.lookup(_h("t"), 0)) is not None
+        finally:
+            await sessions.aclose()
+
+
+def test_factory_rejects_unknown_urls() -> None:
+    assert backend_for("sqlite:////tmp/x.db") == "sqlite"
+    with pytest.raises(StoreConfigError, match="not supported yet"):
+        backend_for("redis://localhost:6379/0")
+    with pytest.raises(StoreConfigError, match="expected sqlite"):
+        backend_for("postgres://x")
