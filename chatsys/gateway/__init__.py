@@ -1,0 +1,1 @@
+"""Module P: the WebSocket/HTTP gateway in front of modules A and B."""

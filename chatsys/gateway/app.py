@@ -1,0 +1,53 @@
+"""The gateway's Quart app: routes from two blueprints, errors rendered once, HTTP metrics."""
+
+from __future__ import annotations
+
+import time
+
+from quart import Quart, Response, request
+from werkzeug.exceptions import HTTPException
+
+from chatsys.errors import BadRequest, ChatError, Internal, NotFound, TooLarge
+from chatsys.gateway import http_api, ws
+from chatsys.gateway import metrics as m
+from chatsys.gateway.responses import error_response
+from chatsys.gateway.state import Gateway
+
+_HTTP_CODES: dict[int, type[ChatError]] = {404: NotFound, 413: TooLarge}
+
+
+def create_app(gateway: Gateway) -> Quart:
+    app = Quart("chatsys.gateway")
+    app.extensions["chatsys"] = gateway
+    # The gateway counts upload bytes itself, streaming; Quart's checks would buffer or refuse.
+    app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=120, RESPONSE_TIMEOUT=300,
+                      PROVIDE_AUTOMATIC_OPTIONS=True)
+    app.register_blueprint(ws.bp)
+    app.register_blueprint(http_api.bp)
+
+    @app.errorhandler(ChatError)
+    async def on_chat_error(exc: ChatError) -> Response:
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        cls = _HTTP_CODES.get(status, BadRequest if status < 500 else Internal)
+        response = error_response(cls(exc.description or exc.name))
+        response.status_code = status
+        return response
+
+    @app.before_request
+    async def stamp() -> None:
+        request.scope["chatsys.started"] = time.perf_counter()
+
+    @app.after_request
+    async def observe(response: Response) -> Response:
+        started = request.scope.get("chatsys.started")
+        if started is not None:
+            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            m.HTTP_REQUEST_SECONDS.labels(route, request.method, str(response.status_code)) \
+                .observe(time.perf_counter() - started)
+        return response
+
+    return app

@@ -1,0 +1,64 @@
+"""A thin ASGI layer that makes WebSocket closes and upgrade refusals behave on every server.
+
+Two behaviours of Granian 2.8 that the gateway must not inherit:
+- ``websocket.close`` waits while a ``receive()`` is pending — and Quart always has one
+  pending — until the client happens to send a frame. Cancelling the pending receive first
+  lets the close frame go out at once.
+- An upgrade refused with a response whose body arrives in several chunks reaches the client
+  as an empty 403. Buffering the body and sending it in one piece, with its length, keeps the
+  status and the JSON error intact.
+Both are harmless on Hypercorn, so the gateway wraps its app the same way on both servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class WebSocketFixes:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        pending: set[asyncio.Future[Message]] = set()
+        refusal_start: Message | None = None
+        refusal_body: list[bytes] = []
+
+        async def receive_cancellable() -> Message:
+            future = asyncio.ensure_future(receive())
+            pending.add(future)
+            try:
+                return await future
+            finally:
+                pending.discard(future)
+
+        async def send_fixed(message: Message) -> None:
+            nonlocal refusal_start
+            kind = message["type"]
+            if kind == "websocket.close":
+                for future in list(pending):
+                    future.cancel()
+            elif kind == "websocket.http.response.start":
+                refusal_start = message
+                return
+            elif kind == "websocket.http.response.body" and refusal_start is not None:
+                refusal_body.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                body = b"".join(refusal_body)
+                headers = [(k, v) for k, v in refusal_start.get("headers", [])
+                           if k.lower() != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({**refusal_start, "headers": headers})
+                await send({"type": kind, "body": body, "more_body": False})
+                return
+            await send(message)
+
+        await self.app(scope, receive_cancellable, send_fixed)

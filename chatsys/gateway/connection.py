@@ -1,0 +1,87 @@
+"""One client's WebSocket as the fan-out sees it: a bounded outbox and per-connection limits.
+
+The fan-out never awaits a socket: it appends an already-encoded frame to the outbox and
+moves on. A connection whose outbox is full is a slow consumer; it is marked for closing with
+1013 and its outbox dropped, so one stuck client costs bounded memory and stalls nobody.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import anyio
+
+WS_1000_NORMAL = 1000
+WS_1001_GOING_AWAY = 1001
+WS_1008_POLICY_VIOLATION = 1008
+WS_1009_MESSAGE_TOO_BIG = 1009
+WS_1011_INTERNAL_ERROR = 1011
+WS_1013_TRY_AGAIN_LATER = 1013
+
+
+class TokenBucket:
+    """``rate`` tokens per second, holding at most ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Connection:
+    """Outbound side of one member socket."""
+
+    def __init__(self, *, session: str, user: str, room: str, queue_limit: int) -> None:
+        self.session = session
+        self.user = user
+        self.room = room
+        self.queue_limit = queue_limit
+        self._outbox: deque[tuple[str | None, str]] = deque()
+        self._wakeup = anyio.Event()
+        # Messages with ids up to the watermark were already sent in the welcome.
+        self.watermark: str | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def offer(self, frame: str, message_id: str | None = None) -> bool:
+        """Queue a frame without waiting; False when the connection is (now) closing."""
+        if self.close_code is not None:
+            return False
+        if len(self._outbox) >= self.queue_limit:
+            self.request_close(WS_1013_TRY_AGAIN_LATER, "slow consumer")
+            return False
+        self._outbox.append((message_id, frame))
+        self._wakeup.set()
+        return True
+
+    def request_close(self, code: int, reason: str = "") -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+            self._outbox.clear()
+        self._wakeup.set()
+
+    async def next_frame(self) -> str | None:
+        """The next frame to write, skipping duplicates of the welcome; None when closing."""
+        while True:
+            if self.close_code is not None:
+                return None
+            while self._outbox:
+                message_id, frame = self._outbox.popleft()
+                if message_id is not None and self.watermark is not None \
+                        and message_id <= self.watermark:
+                    continue
+                return frame
+            self._wakeup = anyio.Event()
+            await self._wakeup.wait()

@@ -1,0 +1,136 @@
+"""Fan-out: one subscription to A per room with local members, each event encoded once.
+
+A room's subscription task reads A's event stream, encodes each event to its JSON frame once,
+and offers that same string to every member's outbox without awaiting any socket. If the
+stream breaks, the task re-subscribes with ``since`` set to the last message it saw, so A
+replays what was missed: members see no gap and — thanks to their watermarks — no repeat.
+This module knows nothing of Quart; the transport hands it :class:`Connection` objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+from anyio.abc import TaskGroup
+
+from chatsys.errors import ChatError, Unavailable
+from chatsys.gateway import frames
+from chatsys.gateway import metrics as m
+from chatsys.gateway.connection import Connection
+from chatsys.stubs.chatsys.chat.v1 import RoomEvent
+
+log = logging.getLogger("chatsys.gateway.fanout")
+Subscribe = Callable[[str, str], AsyncIterator[RoomEvent]]
+RETRY_FIRST, RETRY_MAX = 0.1, 2.0
+
+
+class Room:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.members: set[Connection] = set()
+        self.live = anyio.Event()
+        self.last_id = ""
+        self.scope = anyio.CancelScope()
+
+    def broadcast(self, frame: str, message_id: str | None) -> None:
+        delivered = 0
+        for member in list(self.members):
+            if member.offer(frame, message_id):
+                delivered += 1
+        m.FANOUT_DELIVERIES.inc(delivered)
+
+
+class RoomHub:
+    """Rooms with local members and their subscriptions; runs inside the gateway's task group."""
+
+    def __init__(self, subscribe: Subscribe, *, join_timeout: float) -> None:
+        self._subscribe = subscribe
+        self.join_timeout = join_timeout
+        self.rooms: dict[str, Room] = {}
+        self._tg: TaskGroup | None = None
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self._tg = None
+                tg.cancel_scope.cancel()
+
+    async def join(self, conn: Connection) -> None:
+        """Add ``conn`` to its room once the room's subscription is live (or raise Unavailable)."""
+        room = self.rooms.get(conn.room)
+        if room is None:
+            if self._tg is None:
+                raise Unavailable("gateway is shutting down")
+            room = self.rooms[conn.room] = Room(conn.room)
+            self._tg.start_soon(self._follow, room)
+        room.members.add(conn)
+        try:
+            with anyio.fail_after(self.join_timeout):
+                await room.live.wait()
+        except TimeoutError:
+            self.leave(conn)
+            raise Unavailable("chat service is unavailable, try again") from None
+        except BaseException:
+            self.leave(conn)
+            raise
+
+    def leave(self, conn: Connection) -> None:
+        room = self.rooms.get(conn.room)
+        if room is None:
+            return
+        room.members.discard(conn)
+        if not room.members:
+            del self.rooms[conn.room]
+            room.scope.cancel()
+
+    def close_all(self, code: int, reason: str) -> None:
+        for room in list(self.rooms.values()):
+            for member in list(room.members):
+                member.request_close(code, reason)
+
+    @property
+    def connections(self) -> int:
+        return sum(len(room.members) for room in self.rooms.values())
+
+    async def _follow(self, room: Room) -> None:
+        delay = RETRY_FIRST
+        with room.scope:
+            m.SUBSCRIPTIONS.inc()
+            try:
+                while True:
+                    try:
+                        async for event in self._subscribe(room.name, room.last_id):
+                            self._dispatch(room, event)
+                            delay = RETRY_FIRST
+                    except ChatError as exc:
+                        log.warning("room %s: subscription lost (%s), retrying", room.name, exc)
+                    room.live = _reset(room.live)
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX)
+            finally:
+                m.SUBSCRIPTIONS.dec()
+
+    @staticmethod
+    def _dispatch(room: Room, event: RoomEvent) -> None:
+        if event.message is not None:
+            msg = event.message
+            if room.last_id and msg.id <= room.last_id:
+                return
+            room.last_id = msg.id
+            room.broadcast(frames.message(msg), msg.id)
+        elif event.presence is not None:
+            room.broadcast(frames.presence(event.presence), None)
+        elif event.subscribed is not None:
+            room.live.set()
+
+
+def _reset(event: anyio.Event) -> anyio.Event:
+    """A set 'live' event is replaced so new joiners wait; waiting joiners keep the old one."""
+    return anyio.Event() if event.is_set() else event

@@ -1,0 +1,133 @@
+"""The WebSocket wire format: client frames parsed and validated, server frames encoded.
+
+Parsing is pure (no I/O) so every rule of the contract can be tested in isolation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from chatsys.errors import BadRequest, ChatError, TooLarge
+from chatsys.stubs.chatsys.chat.v1 import Message, Presence, PresenceEvent
+
+REF_MAX = 128
+FILE_ID_MAX = 64
+
+
+@dataclass(frozen=True)
+class TextFrame:
+    ref: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class FileFrame:
+    ref: str | None
+    file_id: str
+
+
+@dataclass(frozen=True)
+class PingFrame:
+    ref: str | None
+
+
+ClientFrame = TextFrame | FileFrame | PingFrame
+
+
+class FrameError(BadRequest):
+    """A bad frame; carries the ref when the frame had a readable one."""
+
+    def __init__(self, message: str, ref: str | None = None,
+                 cause: type[ChatError] = BadRequest) -> None:
+        super().__init__(message)
+        self.ref = ref
+        self.code = cause.code
+
+
+def _ref(obj: dict[str, Any]) -> str | None:
+    ref = obj.get("ref")
+    if ref is None:
+        return None
+    if isinstance(ref, (int, float)) and not isinstance(ref, bool):
+        ref = str(ref)
+    if not isinstance(ref, str) or len(ref) > REF_MAX:
+        raise FrameError(f"ref must be a string of at most {REF_MAX} characters")
+    return ref
+
+
+def parse(data: str | bytes, *, max_text_chars: int) -> ClientFrame:
+    """One client frame, or :class:`FrameError` naming what is wrong."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise FrameError("frame is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise FrameError("frame must be a JSON object")
+    ref = _ref(obj)
+    kind = obj.get("type")
+    if kind == "text":
+        text = obj.get("text")
+        if not isinstance(text, str):
+            raise FrameError("text frame needs a string 'text'", ref)
+        if not text.strip():
+            raise FrameError("text must not be empty", ref)
+        if len(text) > max_text_chars:
+            raise FrameError(f"text is longer than {max_text_chars} characters", ref, TooLarge)
+        return TextFrame(ref, text)
+    if kind == "file":
+        file_id = obj.get("file_id")
+        if not isinstance(file_id, str) or not file_id or len(file_id) > FILE_ID_MAX:
+            raise FrameError("file frame needs the 'file_id' of an upload", ref)
+        return FileFrame(ref, file_id)
+    if kind == "ping":
+        return PingFrame(ref)
+    if kind is None:
+        raise FrameError("frame needs a 'type'", ref)
+    raise FrameError(f"unknown frame type {str(kind)[:32]!r}", ref)
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def message_dict(msg: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "message", "id": msg.id, "room": msg.room, "user": msg.user,
+                           "session": msg.session, "ts": msg.ts}
+    if msg.file is not None:
+        f = msg.file
+        out["kind"] = "file"
+        out["file"] = {"id": f.id, "name": f.name, "size": f.size,
+                       "content_type": f.content_type, "url": f"/api/files/{f.id}"}
+    else:
+        out["kind"] = "text"
+        out["text"] = msg.text or ""
+    return out
+
+
+def message(msg: Message) -> str:
+    return _dumps(message_dict(msg))
+
+
+def presence(p: Presence) -> str:
+    event = "join" if p.event == PresenceEvent.JOIN else "leave"
+    return _dumps({"type": "presence", "room": p.room, "user": p.user, "session": p.session,
+                   "event": event})
+
+
+def welcome(session: str, token: str, user: str, room: str, history: list[Message]) -> str:
+    return _dumps({"type": "welcome", "session": session, "token": token, "user": user,
+                   "room": room, "history": [message_dict(m) for m in history]})
+
+
+def ack(ref: str | None, msg: Message) -> str:
+    return _dumps({"type": "ack", "ref": ref, "id": msg.id, "ts": msg.ts})
+
+
+def pong(ref: str | None) -> str:
+    return _dumps({"type": "pong", "ref": ref})
+
+
+def error(ref: str | None, err: ChatError) -> str:
+    return _dumps({"type": "error", "ref": ref, "code": err.code, "message": err.message})

@@ -1,0 +1,62 @@
+"""``chatsys gateway``: serve the app, and on SIGTERM drain before closing.
+
+Drain order: readiness turns false (load balancers stop sending), ``--drain-timeout`` passes,
+every WebSocket is closed with 1001 so clients reconnect elsewhere with ``since``, in-flight
+handlers finish, then the HTTP server stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import anyio
+
+from chatsys.gateway.app import create_app
+from chatsys.gateway.asgi_fixes import WebSocketFixes
+from chatsys.gateway.connection import WS_1001_GOING_AWAY
+from chatsys.gateway.servers import make_server
+from chatsys.gateway.state import Gateway
+from chatsys.runtime import lifecycle
+from chatsys.runtime.settings import Settings
+
+log = logging.getLogger("chatsys.gateway")
+
+
+async def serve(settings: Settings, stop: anyio.Event) -> None:
+    gateway = Gateway.create(settings)
+    app = WebSocketFixes(create_app(gateway))
+    server = make_server(settings)
+    server_stop = anyio.Event()
+    try:
+        async with anyio.create_task_group() as background:
+            for pool in gateway.backends.pools:
+                background.start_soon(pool.run)
+            await background.start(gateway.hub.run)
+            async with anyio.create_task_group() as serving:
+                port = await serving.start(server.serve, app, server_stop)
+                log.info("gateway (%s) listening on http://%s:%d", settings.server,
+                         settings.host, port)
+                await stop.wait()
+                await drain(gateway)
+                server_stop.set()
+            background.cancel_scope.cancel()
+    finally:
+        gateway.backends.close()
+    log.info("gateway stopped")
+
+
+async def drain(gateway: Gateway) -> None:
+    gateway.draining = True
+    log.info("draining: readiness false, closing WebSockets in %.1fs",
+             gateway.settings.drain_timeout)
+    await anyio.sleep(gateway.settings.drain_timeout)
+    gateway.hub.close_all(WS_1001_GOING_AWAY, "server going away")
+    with anyio.move_on_after(max(1.0, gateway.settings.shutdown_grace / 2)):
+        await gateway.wait_idle()
+    if gateway.sockets:
+        log.warning("%d WebSockets still open after drain", gateway.sockets)
+
+
+def run(settings: Settings) -> None:
+    lifecycle.run(partial(serve, settings), grace=settings.shutdown_grace)

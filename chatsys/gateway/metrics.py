@@ -1,0 +1,24 @@
+"""The gateway's ``chatsys_*`` metrics, named as DESIGN.md fixes them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from chatsys.runtime.metrics import histogram
+
+WS_CONNECTIONS = Gauge("chatsys_ws_connections", "Open chat WebSocket connections.")
+WS_CONNECT_SECONDS = histogram("chatsys_ws_connect_seconds",
+                               "From the upgrade request to the welcome frame.")
+MESSAGES = Counter("chatsys_messages_total", "Messages accepted from clients.", ("kind",))
+MESSAGE_ACK_SECONDS = histogram("chatsys_message_ack_seconds",
+                                "From a client's message frame to its ack.", ("kind",))
+FANOUT_DELIVERIES = Counter("chatsys_fanout_deliveries_total",
+                            "Frames queued to room members by the fan-out.")
+HTTP_REQUEST_SECONDS = histogram("chatsys_http_request_seconds", "HTTP requests served.",
+                                 ("route", "method", "status"))
+FILE_BYTES = Counter("chatsys_file_bytes_total", "File bytes through the gateway.",
+                     ("direction",))
+WS_ERRORS = Counter("chatsys_ws_errors_total", "Error frames sent, by code.", ("code",))
+WS_CLOSES = Counter("chatsys_ws_closes_total", "Connections the gateway closed, by code.",
+                    ("code",))
+SUBSCRIPTIONS = Gauge("chatsys_room_subscriptions", "Rooms with a live subscription to A.")

@@ -1,0 +1,41 @@
+"""What the gateway's routes share: settings, backends, the fan-out hub, and drain state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import anyio
+
+from chatsys.gateway.backends import Backends
+from chatsys.gateway.fanout import RoomHub
+from chatsys.runtime.settings import Settings
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    backends: Backends
+    hub: RoomHub
+    draining: bool = False
+    sockets: int = 0
+    _idle: anyio.Event = field(default_factory=anyio.Event)
+
+    def acquire_socket(self) -> None:
+        self.sockets += 1
+
+    def release_socket(self) -> None:
+        self.sockets -= 1
+        if self.sockets == 0:
+            self._idle.set()
+            self._idle = anyio.Event()
+
+    async def wait_idle(self) -> None:
+        """Until no WebSocket handler is running."""
+        if self.sockets:
+            await self._idle.wait()
+
+    @classmethod
+    def create(cls, settings: Settings) -> Gateway:
+        backends = Backends(settings)
+        hub = RoomHub(backends.subscribe, join_timeout=settings.grpc_timeout)
+        return cls(settings, backends, hub)

@@ -1,0 +1,178 @@
+"""The chat WebSocket: join, welcome, then one reader and one writer per connection.
+
+The reader validates each frame and calls A; the writer drains the connection's outbox, which
+the fan-out and the reader fill. Neither creates a task per message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import suppress
+
+import anyio
+from quart import Blueprint, Response, current_app, websocket
+
+from chatsys import validation
+from chatsys.errors import ChatError, Internal, NotFound, RateLimited, Unavailable
+from chatsys.gateway import frames
+from chatsys.gateway import metrics as m
+from chatsys.gateway.connection import (
+    WS_1008_POLICY_VIOLATION,
+    WS_1009_MESSAGE_TOO_BIG,
+    Connection,
+    TokenBucket,
+)
+from chatsys.gateway.responses import error_response
+from chatsys.gateway.state import Gateway
+from chatsys.stubs.chatsys.users.v1 import Session
+
+log = logging.getLogger("chatsys.gateway.ws")
+bp = Blueprint("ws", __name__)
+CLOSE_TIMEOUT = 2.0
+
+
+def _gateway() -> Gateway:
+    return current_app.extensions["chatsys"]  # type: ignore[no-any-return]
+
+
+@bp.websocket("/ws/chat")
+async def chat_socket() -> Response | None:
+    gateway = _gateway()
+    started = time.perf_counter()
+    args = websocket.args
+    try:
+        user = validation.user_name(args.get("user"))
+        room = validation.room_name(args.get("room"))
+        since = validation.message_id(args.get("since"))
+    except ChatError as exc:
+        return error_response(exc)
+    if gateway.draining:
+        return error_response(Unavailable("gateway is shutting down, reconnect shortly"))
+    if gateway.sockets >= gateway.settings.max_connections:
+        return error_response(Unavailable("gateway is at its connection limit"))
+    gateway.acquire_socket()
+    try:
+        return await _join_and_serve(gateway, user, room, since, started)
+    finally:
+        gateway.release_socket()
+
+
+async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
+                          started: float) -> Response | None:
+    backends, settings = gateway.backends, gateway.settings
+    try:
+        session, token = await backends.create_session(user, room)
+    except ChatError as exc:
+        return error_response(exc)
+    conn = Connection(session=session.id, user=user, room=room, queue_limit=settings.send_queue)
+    try:
+        await gateway.hub.join(conn)
+        history = await backends.history(room, since, 0 if since else settings.history_limit)
+    except ChatError as exc:
+        gateway.hub.leave(conn)
+        await _end_session(gateway, session, announce=False)
+        return error_response(exc)
+    conn.watermark = history[-1].id if history else (since or None)
+    try:
+        await websocket.accept()
+        await websocket.send(frames.welcome(session.id, token, user, room, history))
+        m.WS_CONNECT_SECONDS.observe(time.perf_counter() - started)
+        m.WS_CONNECTIONS.inc()
+        try:
+            with suppress(ChatError):
+                await backends.publish_presence(session, joined=True)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_write, conn, tg.cancel_scope)
+                await _read(gateway, conn, session)
+                tg.cancel_scope.cancel()
+        finally:
+            m.WS_CONNECTIONS.dec()
+    finally:
+        gateway.hub.leave(conn)
+        await _end_session(gateway, session, announce=True)
+    if conn.close_code is not None:
+        m.WS_CLOSES.labels(str(conn.close_code)).inc()
+        with anyio.move_on_after(CLOSE_TIMEOUT):
+            await websocket.close(conn.close_code, conn.close_reason)
+    return None
+
+
+async def _end_session(gateway: Gateway, session: Session, *, announce: bool) -> None:
+    """Best effort, shielded: a leaving client must not wait on, or be cancelled by, A."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(gateway.settings.grpc_timeout):
+        with suppress(ChatError):
+            if announce:
+                await gateway.backends.publish_presence(session, joined=False)
+        with suppress(ChatError):
+            await gateway.backends.end_session(session.id)
+
+
+async def _write(conn: Connection, done: anyio.CancelScope) -> None:
+    while (frame := await conn.next_frame()) is not None:
+        await websocket.send(frame)
+    done.cancel()
+
+
+def _too_big(data: str | bytes, limit: int) -> bool:
+    if len(data) > limit:
+        return True
+    return isinstance(data, str) and len(data) * 4 > limit and len(data.encode()) > limit
+
+
+async def _read(gateway: Gateway, conn: Connection, session: Session) -> None:
+    settings = gateway.settings
+    bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
+    garbage = 0
+    while conn.close_code is None:
+        data = await websocket.receive()
+        if _too_big(data, settings.max_frame_bytes):
+            conn.request_close(WS_1009_MESSAGE_TOO_BIG, "frame too big")
+            return
+        try:
+            frame = frames.parse(data, max_text_chars=settings.max_text_chars)
+        except frames.FrameError as exc:
+            garbage += 1
+            _send_error(conn, exc.ref, exc)
+            if garbage >= settings.garbage_limit:
+                conn.request_close(WS_1008_POLICY_VIOLATION, "too many bad frames")
+                return
+            continue
+        garbage = 0
+        if isinstance(frame, frames.PingFrame):
+            conn.offer(frames.pong(frame.ref))
+            continue
+        if not bucket.take():
+            _send_error(conn, frame.ref, RateLimited("slow down: too many messages"))
+            continue
+        await _post(gateway, conn, session, frame)
+
+
+async def _post(gateway: Gateway, conn: Connection, session: Session,
+                frame: frames.TextFrame | frames.FileFrame) -> None:
+    backends = gateway.backends
+    kind = "text" if isinstance(frame, frames.TextFrame) else "file"
+    started = time.perf_counter()
+    try:
+        if isinstance(frame, frames.TextFrame):
+            message = await backends.append_text(session, frame.text)
+        else:
+            info = await backends.stat(frame.file_id)
+            if info.room != session.room:
+                raise NotFound("no such file in this room")
+            message = await backends.append_file(session, info)
+    except ChatError as exc:
+        _send_error(conn, frame.ref, exc)
+        return
+    except Exception:
+        log.exception("posting a %s message failed", kind)
+        _send_error(conn, frame.ref, Internal("internal error"))
+        return
+    conn.offer(frames.ack(frame.ref, message))
+    m.MESSAGES.labels(kind).inc()
+    m.MESSAGE_ACK_SECONDS.labels(kind).observe(time.perf_counter() - started)
+
+
+def _send_error(conn: Connection, ref: str | None, exc: ChatError) -> None:
+    m.WS_ERRORS.labels(exc.code).inc()
+    conn.offer(frames.error(ref, exc))
