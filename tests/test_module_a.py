@@ -187,7 +187,9 @@ async def test_concurrent_appends_arrive_in_id_order(channel: Channel) -> None:
 async def test_metrics_exposed(service: Service, channel: Channel) -> None:
     with anyio.fail_after(5):
         await ChatServiceStub(channel).history(HistoryRequest(room="m"))
-    body = httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).text
+        async with httpx.AsyncClient() as client:
+            reply = await client.get(f"http://127.0.0.1:{service.metrics_port}/metrics")
+    body = reply.text
     assert "process_cpu_seconds_total" in body
     lines = [ln for ln in body.splitlines() if ln.startswith("grpc_server_handled_total{")]
     assert any('grpc_service="chatsys.chat.v1.ChatService"' in ln
