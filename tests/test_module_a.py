@@ -205,9 +205,16 @@ async def test_restart_keeps_history_and_sigterm_exits_zero(tmp_path: Path) -> N
                 chat = ChatServiceStub(ch)
                 acks = [(await chat.append(AppendRequest(room="keep", user="ana", text=f"k{i}")))
                         .message for i in range(20)]
+            # A live subscription ends with UNAVAILABLE (re-subscribe with since) on SIGTERM.
+            with anyio.fail_after(15):
+                events = ChatServiceStub(ch).subscribe(SubscribeRequest(room="keep"))
+                assert (await anext(events)).subscribed is not None
+                svc.proc.signal(signal.SIGTERM)
+                with pytest.raises(GRPCError) as ended:
+                    await anext(events)
+                assert ended.value.status is Status.UNAVAILABLE
         finally:
             ch.close()
-        svc.proc.signal(signal.SIGTERM)
         assert await anyio.to_thread.run_sync(svc.proc.wait, 15) == 0
     with start(A, data) as svc:
         ch = Channel("127.0.0.1", svc.port)

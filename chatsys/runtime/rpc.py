@@ -8,6 +8,7 @@ the client. Cancellation passes through untouched.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,8 +47,10 @@ def stream(fn: Callable[..., AsyncIterator[R]]) -> Callable[..., AsyncIterator[R
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[R]:
         try:
-            async for item in fn(*args, **kwargs):
-                yield item
+            # aclosing: if our consumer stops early, the handler's `finally` runs now, not at GC.
+            async with contextlib.aclosing(fn(*args, **kwargs)) as items:
+                async for item in items:
+                    yield item
         except Exception as exc:
             raise _translate(fn.__qualname__, exc) from exc
 
