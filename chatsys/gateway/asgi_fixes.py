@@ -30,19 +30,35 @@ class WebSocketFixes:
         pending: set[asyncio.Future[Message]] = set()
         refusal_start: Message | None = None
         refusal_body: list[bytes] = []
+        closed_with: int | None = None
+
+        async def server_receive() -> Message:
+            # Called inside the task, so a task cancelled before it starts never reaches the
+            # server and never takes its receive lock.
+            return await receive()  # type: ignore[no-any-return]
 
         async def receive_cancellable() -> Message:
-            future = asyncio.ensure_future(receive())
-            pending.add(future)
-            try:
-                return await future
-            finally:
-                pending.discard(future)
+            if closed_with is None:
+                future = asyncio.ensure_future(server_receive())
+                pending.add(future)
+                try:
+                    return await asyncio.shield(future)
+                except asyncio.CancelledError:
+                    if not future.cancelled() or closed_with is None:
+                        future.cancel()
+                        raise
+                finally:
+                    pending.discard(future)
+            # We closed the socket. Quart ends the handler as soon as its message loop ends,
+            # which would cut our own close short: the loop waits here until Quart cancels it.
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
 
         async def send_fixed(message: Message) -> None:
-            nonlocal refusal_start
+            nonlocal refusal_start, closed_with
             kind = message["type"]
             if kind == "websocket.close":
+                closed_with = int(message.get("code", 1000))
                 for future in list(pending):
                     future.cancel()
             elif kind == "websocket.http.response.start":

@@ -43,5 +43,6 @@ def configure(level: str, fmt: str, component: str) -> None:
     root.setLevel(level.upper())
     # Servers' own chatter stays at warning unless we debug.
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
-    for name in ("granian", "_granian", "hypercorn.access", "hypercorn.error", "quart.serving"):
+    for name in ("granian", "_granian", "hypercorn.access", "hypercorn.error", "quart.serving",
+                 "httpx", "httpcore", "grpclib.health.check", "grpclib.server"):
         logging.getLogger(name).setLevel(quiet)
