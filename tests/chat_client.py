@@ -28,10 +28,10 @@ class ChatClient:
 
     @classmethod
     async def connect(cls, port: int, user: str, room: str, since: str | None = None,
-                      timeout: float = 10.0) -> ChatClient:
+                      seconds: float = 10.0) -> ChatClient:
         query = {"user": user, "room": room} | ({"since": since} if since else {})
         url = f"ws://127.0.0.1:{port}/ws/chat?" + httpx.QueryParams(query).__str__()
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(seconds):
             ws = await websockets.connect(url, max_size=None, compression=None)
             welcome = json.loads(await ws.recv())
         assert welcome["type"] == "welcome", welcome
@@ -49,33 +49,33 @@ class ChatClient:
         await self.send({"type": "text", "text": text, "ref": ref})
         return ref
 
-    async def recv(self, timeout: float = 5.0) -> Frame:
-        with anyio.fail_after(timeout):
+    async def recv(self, seconds: float = 5.0) -> Frame:
+        with anyio.fail_after(seconds):
             frame = json.loads(await self.ws.recv())
         self.frames.append(frame)
         return frame
 
-    async def wait_for(self, match: Callable[[Frame], bool], timeout: float = 5.0) -> Frame:
+    async def wait_for(self, match: Callable[[Frame], bool], seconds: float = 5.0) -> Frame:
         """The first unconsumed frame that matches; frames passed over stay in the inbox."""
         for i, frame in enumerate(self.inbox):
             if match(frame):
                 return self.inbox.pop(i)
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(seconds):
             while True:
-                frame = await self.recv(timeout)
+                frame = await self.recv(seconds)
                 if match(frame):
                     return frame
                 self.inbox.append(frame)
 
-    async def ack_or_error(self, ref: str, timeout: float = 5.0) -> Frame:
+    async def ack_or_error(self, ref: str, seconds: float = 5.0) -> Frame:
         return await self.wait_for(
-            lambda f: f["type"] in ("ack", "error") and f.get("ref") == ref, timeout)
+            lambda f: f["type"] in ("ack", "error") and f.get("ref") == ref, seconds)
 
-    async def messages(self, count: int, timeout: float = 10.0) -> list[Frame]:
+    async def messages(self, count: int, seconds: float = 10.0) -> list[Frame]:
         got: list[Frame] = []
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(seconds):
             while len(got) < count:
-                got.append(await self.wait_for(lambda f: f["type"] == "message", timeout))
+                got.append(await self.wait_for(lambda f: f["type"] == "message", seconds))
         return got
 
     async def upload(self, name: str, data: bytes, content_type: str = "application/pdf",
@@ -103,3 +103,16 @@ async def refused(port: int, query: str) -> tuple[int, Frame]:
         return exc.response.status_code, json.loads(bytes(exc.response.body or b"{}"))
     await ws.close()
     raise AssertionError(f"upgrade with {query!r} was accepted")
+
+
+async def wait_status(url: str, status: int, seconds: float) -> None:
+    """Poll ``url`` until it answers ``status``, failing after ``seconds``."""
+    async with httpx.AsyncClient(timeout=2) as http:
+        with anyio.fail_after(seconds):
+            while True:
+                try:
+                    if (await http.get(url)).status_code == status:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await anyio.sleep(0.05)

@@ -155,7 +155,7 @@ async def test_rate_limited_keeps_connection(system: System,
                                              request: pytest.FixtureRequest) -> None:
     alice = await ChatClient.connect(system.port, "alice", room_name(request))
     refs = [await alice.send_text(f"flood {i}") for i in range(260)]
-    results = [await alice.ack_or_error(ref, timeout=20) for ref in refs]
+    results = [await alice.ack_or_error(ref, seconds=20) for ref in refs]
     codes = {f.get("code") for f in results if f["type"] == "error"}
     assert codes == {"rate_limited"}
     assert sum(f["type"] == "ack" for f in results) >= 200

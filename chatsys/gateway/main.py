@@ -59,4 +59,9 @@ async def drain(gateway: Gateway) -> None:
 
 
 def run(settings: Settings) -> None:
-    lifecycle.run(partial(serve, settings), grace=settings.shutdown_grace)
+    if settings.workers > 1:
+        from chatsys.gateway.workers import serve_workers
+
+        lifecycle.run(partial(serve_workers, settings), grace=settings.shutdown_grace * 2)
+    else:
+        lifecycle.run(partial(serve, settings), grace=settings.shutdown_grace)

@@ -8,6 +8,8 @@ in this process's event loop, so the gateway's own task group owns everything th
 from __future__ import annotations
 
 import logging
+import socket
+from functools import partial
 from typing import Any, Protocol
 
 import anyio
@@ -17,6 +19,7 @@ from chatsys.runtime.settings import Settings
 
 log = logging.getLogger("chatsys.gateway.server")
 LISTEN_TIMEOUT = 15.0
+BACKLOG = 4096
 
 
 class HttpServer(Protocol):
@@ -48,7 +51,7 @@ class GranianServer:
         from granian.server.embed import Server
 
         server = Server(app, address=self.settings.host, port=self.settings.port,
-                        interface=Interfaces.ASGINL, log_enabled=False, backlog=4096,
+                        interface=Interfaces.ASGINL, log_enabled=False, backlog=BACKLOG,
                         websockets=True)
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve)
@@ -58,27 +61,42 @@ class GranianServer:
             server.stop()
 
 
+def _reuse_port_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening socket that sibling workers can bind too (the kernel balances them)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
 class HypercornServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     async def serve(self, app: Any, stop: anyio.Event, *,
                     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
-        from hypercorn.asyncio import serve
-        from hypercorn.config import Config
+        from hypercorn.asyncio.run import worker_serve
+        from hypercorn.config import Config, Sockets
+        from hypercorn.utils import wrap_app
 
         config = Config()
-        host = self.settings.host
-        config.bind = [f"[{host}]:{self.settings.port}" if ":" in host
-                       else f"{host}:{self.settings.port}"]
-        config.backlog = 4096
         config.graceful_timeout = 1.0
         config.websocket_max_message_size = 1 << 30  # the gateway enforces its own limit
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
+        # Bound here rather than by Hypercorn so that --workers can share the port.
+        sock = _reuse_port_socket(self.settings.host, self.settings.port, BACKLOG)
+        sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
+        wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
         async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: serve(app, config, shutdown_trigger=stop.wait))
-            await _wait_listening(host, self.settings.port)
+            tg.start_soon(partial(worker_serve, wrapped, config, sockets=sockets,
+                                  shutdown_trigger=stop.wait))
+            await _wait_listening(self.settings.host, self.settings.port)
             task_status.started(self.settings.port)
 
 

@@ -1,0 +1,141 @@
+"""Restarts, dependency faults and graceful drain, with every process real."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.chat_client import ChatClient, refused, wait_status
+from tests.gateway_support import SERVERS, start_all, start_system
+from tests.support import port_open, running
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_restart_keeps_everything_and_since_resumes(tmp_path: Path, server: str) -> None:
+    data = tmp_path / "data"
+    with start_all(data, tmp_path, server) as system:
+        alice = await ChatClient.connect(system.port, "alice", "lobby")
+        bob = await ChatClient.connect(system.port, "bob", "lobby")
+        acked = []
+        for i in range(10):
+            ref = await alice.send_text(f"before {i}")
+            acked.append((await alice.ack_or_error(ref))["id"])
+        upload = await alice.upload("notes.txt", b"kept across restarts", "text/plain")
+        file_id = upload.json()["id"]
+        await alice.send({"type": "file", "file_id": file_id, "ref": "f"})
+        acked.append((await alice.ack_or_error("f"))["id"])
+        seen = await bob.messages(5)
+        resume_from = seen[-1]["id"]
+        system.proc.signal(signal.SIGTERM)
+        assert system.proc.wait(30) == 0
+        with anyio.fail_after(5):
+            await bob.ws.wait_closed()
+        assert bob.ws.close_code == 1001  # going away: reconnect with since
+    with start_all(data, tmp_path, server, system.port) as system:
+        bob = await ChatClient.connect(system.port, "bob", "lobby", since=resume_from)
+        history = bob.welcome["history"]
+        assert [m["id"] for m in history] == acked[5:]  # no gap, no repeat
+        assert [m.get("text") for m in history[:5]] == [f"before {i}" for i in range(5, 10)]
+        assert history[-1]["kind"] == "file" and history[-1]["file"]["id"] == file_id
+        download = await bob.download(history[-1]["file"]["url"])
+        assert download.status_code == 200 and download.content == b"kept across restarts"
+        fresh = await ChatClient.connect(system.port, "carol", "lobby")
+        assert [m["id"] for m in fresh.welcome["history"]] == acked
+        ref = await fresh.send_text("after restart")
+        ack = await fresh.ack_or_error(ref)
+        assert ack["type"] == "ack" and ack["id"] > acked[-1]
+        live = await bob.wait_for(lambda f: f["type"] == "message")
+        assert live["id"] == ack["id"]
+        await bob.close()
+        await fresh.close()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_sigterm_drains_with_1001_and_exits_0(tmp_path: Path, server: str) -> None:
+    with start_system(tmp_path, server, "--drain-timeout=1") as system:
+        clients = [await ChatClient.connect(system.port, f"u{i}", "drain") for i in range(5)]
+        started = time.monotonic()
+        system.gateway.proc.signal(signal.SIGTERM)
+        await wait_status(f"{system.gateway.base}/readyz", 503, 1)
+        for client in clients:
+            with anyio.fail_after(10):
+                await client.ws.wait_closed()
+            assert client.ws.close_code == 1001
+        assert system.gateway.proc.wait(20) == 0
+        assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_chat_down_is_unavailable_then_recovers(tmp_path: Path, server: str) -> None:
+    with start_system(tmp_path, server) as system:
+        alice = await ChatClient.connect(system.port, "alice", "fault")
+        bob = await ChatClient.connect(system.port, "bob", "fault")
+        ref = await alice.send_text("before the fault")
+        first = (await alice.ack_or_error(ref))["id"]
+        a_args = system.a.proc.args
+        system.a.proc.signal(signal.SIGKILL)
+        system.a.proc.wait(10)
+        ref = await alice.send_text("while A is down")
+        frame = await alice.ack_or_error(ref, seconds=10)
+        assert frame["type"] == "error" and frame["code"] == "unavailable"
+        await alice.send({"type": "ping", "ref": "still-open"})
+        await alice.wait_for(lambda f: f["type"] == "pong")
+        await wait_status(f"{system.gateway.base}/readyz", 503, 5)
+        status, body = await refused(system.port, "user=carol&room=fault")
+        assert status == 503 and body["error"]["code"] == "unavailable"
+        # A comes back on the same port and data: the gateway reconnects by itself.
+        with running(a_args, ready=lambda: port_open(system.a.port), log_dir=tmp_path):
+            await wait_status(f"{system.gateway.base}/readyz", 200, 20)
+            with anyio.fail_after(20):
+                while True:
+                    ref = await alice.send_text("after recovery")
+                    frame = await alice.ack_or_error(ref, seconds=10)
+                    if frame["type"] == "ack":
+                        break
+                    assert frame["code"] == "unavailable"
+                    await anyio.sleep(0.2)
+            live = await bob.wait_for(
+                lambda f: f["type"] == "message" and f.get("text") == "after recovery", 15)
+            assert live["id"] > first
+            carol = await ChatClient.connect(system.port, "carol", "fault")
+            assert [m["text"] for m in carol.welcome["history"]] == [
+                "before the fault", "after recovery"]
+            await carol.close()
+        await alice.close()
+        await bob.close()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_workers_share_the_port_and_fan_out(tmp_path: Path, server: str) -> None:
+    with start_system(tmp_path, server, "--workers=2") as system:
+        assert len(_children(system.gateway.proc.pid)) == 2
+        members = [await ChatClient.connect(system.port, f"w{i}", "workers") for i in range(12)]
+        ref = await members[0].send_text("to every worker")
+        ack = await members[0].ack_or_error(ref)
+        assert ack["type"] == "ack"
+        for member in members:
+            got = await member.wait_for(lambda f: f["type"] == "message")
+            assert got["id"] == ack["id"]
+        for member in members:
+            await member.close()
+        system.gateway.proc.signal(signal.SIGTERM)
+        assert system.gateway.proc.wait(30) == 0
