@@ -279,3 +279,28 @@ async def test_health_ready_and_metrics(system: System, request: pytest.FixtureR
                  "grpc_client_handling_seconds_bucket"]:
         assert name in text, name
     assert 'route="/readyz"' in text
+
+
+async def test_oversized_uploads_are_413(system: System, request: pytest.FixtureRequest) -> None:
+    alice = await ChatClient.connect(system.port, "alice", room_name(request))
+    eleven_mib = b"\0" * (11 * 1024 * 1024)
+    declared = await alice.upload("big.bin", eleven_mib)
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "too_large"
+
+    async def chunked():  # no Content-Length: the gateway must count the bytes itself
+        boundary = b"--xyz\r\n"
+        yield boundary + b'Content-Disposition: form-data; name="file"; filename="b"\r\n\r\n'
+        for _ in range(11 * 16):
+            yield b"\1" * 65536
+        yield b"\r\n--xyz--\r\n"
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        streamed = await client.post(
+            f"http://127.0.0.1:{system.port}/api/files", params={"room": alice.room},
+            headers={"Authorization": f"Bearer {alice.token}",
+                     "Content-Type": "multipart/form-data; boundary=xyz"},
+            content=chunked())
+    assert streamed.status_code == 413
+    ref = await alice.send_text("still fine")
+    assert (await alice.ack_or_error(ref))["type"] == "ack"
+    await alice.close()

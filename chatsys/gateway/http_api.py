@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from pathlib import Path
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ from chatsys.stubs.chatsys.users.v1 import Session
 bp = Blueprint("http", __name__)
 STATIC = Path(__file__).parent / "static"
 READY_CACHE_SECONDS = 1.0
+DISCARD_LIMIT = 64 * 1024 * 1024
 _ready_cache: dict[str, tuple[float, bool]] = {}
 
 
@@ -58,14 +60,29 @@ async def upload() -> Response:
     if session.room != room:
         raise Forbidden("this token belongs to another room")
     limit = gateway.settings.max_file_bytes
-    if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        raise TooLarge(f"file is larger than {limit} bytes")
-    part = await read_file_part(request.headers.get("Content-Type"), request.body, limit)
-    meta = UploadMeta(name=part.filename, content_type=part.content_type, room=room,
-                      owner=session.id, max_size=limit)
-    info = await gateway.backends.upload(meta, part.chunks)
+    try:
+        if request.content_length is not None and request.content_length > limit + 64 * 1024:
+            raise TooLarge(f"file is larger than {limit} bytes")
+        part = await read_file_part(request.headers.get("Content-Type"), request.body, limit)
+        meta = UploadMeta(name=part.filename, content_type=part.content_type, room=room,
+                          owner=session.id, max_size=limit)
+        info = await gateway.backends.upload(meta, part.chunks)
+    except TooLarge:
+        await _discard_body(DISCARD_LIMIT)
+        raise
     m.FILE_BYTES.labels("upload").inc(info.size)
     return _json(file_json(info), 201)
+
+
+async def _discard_body(limit: int) -> None:
+    """Read (and drop) what the client is still sending, so it can read our 413 instead of a
+    reset connection; a client that keeps sending past ``limit`` is cut off."""
+    seen = 0
+    with suppress(Exception):
+        async for chunk in request.body:
+            seen += len(chunk)
+            if seen > limit:
+                break
 
 
 def content_disposition(name: str) -> str:
