@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import signal
+import socket
 import time
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from tests.chat_client import ChatClient, refused, wait_status
@@ -139,3 +143,49 @@ async def test_workers_share_the_port_and_fan_out(tmp_path: Path, server: str) -
             await member.close()
         system.gateway.proc.signal(signal.SIGTERM)
         assert system.gateway.proc.wait(30) == 0
+
+
+def _stuck_client(port: int, room: str) -> socket.socket:
+    """Completes the upgrade, then never reads again (a tiny receive buffer fills at once)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /ws/chat?user=stuck&room={room} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    return sock
+
+
+def _closes_1013(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    for line in text.splitlines():
+        if line.startswith('chatsys_ws_closes_total{code="1013"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_slow_consumer_is_closed_1013_and_stalls_nobody(tmp_path: Path,
+                                                              server: str) -> None:
+    with start_system(tmp_path, server, "--send-queue=16", "--rate-limit=2000",
+                      "--rate-burst=2000") as system:
+        stuck = _stuck_client(system.port, "slow")
+        try:
+            sender = await ChatClient.connect(system.port, "sender", "slow")
+            reader = await ChatClient.connect(system.port, "reader", "slow")
+            with anyio.fail_after(60):
+                sent = 0
+                while _closes_1013(system.port) < 1:
+                    refs = [await sender.send_text("z" * 3900) for _ in range(50)]
+                    for ref in refs:
+                        assert (await sender.ack_or_error(ref, seconds=10))["type"] == "ack"
+                    sent += len(refs)
+                    assert len(await reader.messages(len(refs), seconds=10)) == len(refs)
+            # Everyone else is served on: the flood went on and every message arrived.
+            ref = await sender.send_text("after the slow consumer left")
+            assert (await sender.ack_or_error(ref))["type"] == "ack"
+            got = await reader.wait_for(lambda f: f.get("text") == "after the slow consumer left")
+            assert got["type"] == "message" and sent >= 50
+        finally:
+            stuck.close()

@@ -53,6 +53,7 @@ class Connection:
         self.watermark: str | None = None
         self.close_code: int | None = None
         self.close_reason = ""
+        self._closing = anyio.Event()
 
     def offer(self, frame: str, message_id: str | None = None) -> bool:
         """Queue a frame without waiting; False when the connection is (now) closing."""
@@ -71,6 +72,11 @@ class Connection:
             self.close_reason = reason
             self._outbox.clear()
         self._wakeup.set()
+        self._closing.set()
+
+    async def wait_closing(self) -> None:
+        """Until someone asked for this connection to close (slow consumer, drain, policy)."""
+        await self._closing.wait()
 
     async def next_frame(self) -> str | None:
         """The next frame to write, skipping duplicates of the welcome; None when closing."""

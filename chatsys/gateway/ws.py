@@ -82,9 +82,12 @@ async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
         try:
             with suppress(ChatError):
                 await backends.publish_presence(session, joined=True)
+            # The writer may be stuck on a client that stopped reading, the reader on one that
+            # stopped sending: a close request from anywhere cancels both.
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_write, conn, tg.cancel_scope)
-                await _read(gateway, conn, session)
+                tg.start_soon(_write, conn)
+                tg.start_soon(_read, gateway, conn, session)
+                await conn.wait_closing()
                 tg.cancel_scope.cancel()
         finally:
             m.WS_CONNECTIONS.dec()
@@ -108,10 +111,9 @@ async def _end_session(gateway: Gateway, session: Session, *, announce: bool) ->
             await gateway.backends.end_session(session.id)
 
 
-async def _write(conn: Connection, done: anyio.CancelScope) -> None:
+async def _write(conn: Connection) -> None:
     while (frame := await conn.next_frame()) is not None:
         await websocket.send(frame)
-    done.cancel()
 
 
 def _too_big(data: str | bytes, limit: int) -> bool:

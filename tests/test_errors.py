@@ -1,0 +1,40 @@
+"""Each contract error code maps once to gRPC, HTTP and back."""
+
+from __future__ import annotations
+
+import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from chatsys import errors
+
+CASES = [
+    (errors.BadRequest, "bad_request", 400, Status.INVALID_ARGUMENT),
+    (errors.Unauthorized, "unauthorized", 401, Status.UNAUTHENTICATED),
+    (errors.Forbidden, "forbidden", 403, Status.PERMISSION_DENIED),
+    (errors.NotFound, "not_found", 404, Status.NOT_FOUND),
+    (errors.TooLarge, "too_large", 413, Status.OUT_OF_RANGE),
+    (errors.RateLimited, "rate_limited", 429, Status.RESOURCE_EXHAUSTED),
+    (errors.Unavailable, "unavailable", 503, Status.UNAVAILABLE),
+    (errors.Internal, "internal", 500, Status.INTERNAL),
+]
+
+
+@pytest.mark.parametrize(("cls", "code", "http", "status"), CASES)
+def test_round_trip(cls: type[errors.ChatError], code: str, http: int, status: Status) -> None:
+    exc = cls("why")
+    assert exc.code == code and exc.http_status == http and exc.as_dict()["message"] == "why"
+    grpc = errors.to_grpc(exc)
+    assert grpc.status == status
+    back = errors.from_grpc(grpc)
+    assert type(back) is cls
+
+
+@pytest.mark.parametrize("wire", [StreamTerminatedError("reset"), ConnectionRefusedError(),
+                                  TimeoutError(), GRPCError(Status.DEADLINE_EXCEEDED)])
+def test_wire_failures_are_unavailable(wire: Exception) -> None:
+    assert isinstance(errors.from_grpc(wire), errors.Unavailable)  # type: ignore[arg-type]
+
+
+def test_unknown_status_is_internal() -> None:
+    assert isinstance(errors.from_grpc(GRPCError(Status.DATA_LOSS, "x")), errors.Internal)
