@@ -10,9 +10,7 @@ takes the rest down with a non-zero exit.
 from __future__ import annotations
 
 import logging
-import signal
 import socket
-import subprocess
 import sys
 from contextlib import suppress
 from functools import partial
@@ -22,6 +20,7 @@ import anyio.abc
 import httpx
 
 from chatsys.runtime import lifecycle
+from chatsys.runtime.children import spawn, terminate, wait_any, watch
 from chatsys.runtime.settings import Settings, options_for
 
 log = logging.getLogger("chatsys.all")
@@ -77,29 +76,6 @@ async def _wait_ready(url: str, children: dict[str, anyio.abc.Process]) -> None:
                 await anyio.sleep(0.1)
 
 
-async def _watch(name: str, proc: anyio.abc.Process, died: anyio.Event,
-                 stop: anyio.Event) -> None:
-    code = await proc.wait()
-    if not stop.is_set():
-        log.error("%s exited unexpectedly with %s; stopping the rest", name, code)
-        died.set()
-
-
-async def _terminate(name: str, proc: anyio.abc.Process, grace: float) -> int:
-    if proc.returncode is None:
-        with suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        with anyio.move_on_after(grace):
-            await proc.wait()
-        if proc.returncode is None:
-            log.warning("%s did not stop within %.0fs: killing it", name, grace)
-            with suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-    log.info("%s stopped (exit %s)", name, proc.returncode)
-    return proc.returncode or 0
-
-
 async def serve(settings: Settings, stop: anyio.Event) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     cmds = commands(settings)
@@ -109,23 +85,14 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
     try:
         async with anyio.create_task_group() as tg:
             for name in ("A", "B", "P"):
-                # Own sessions: a terminal's Ctrl-C reaches only us, and we stop them in order.
-                children[name] = await anyio.open_process(
-                    cmds[name], stdin=subprocess.DEVNULL, stdout=None, stderr=None,
-                    start_new_session=True)
-                tg.start_soon(_watch, name, children[name], died, stop)
+                children[name] = await spawn(cmds[name])
+                tg.start_soon(watch, name, children[name], died, stop)
             host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
             url = f"http://{host}:{settings.port}"
             await _wait_ready(f"{url}/readyz", children)
             log.info("chatsys is ready on %s (P, A and B running as pids %s)", url,
                      ", ".join(str(p.pid) for p in children.values()))
-            async with anyio.create_task_group() as first:
-                async def until(event: anyio.Event) -> None:
-                    await event.wait()
-                    first.cancel_scope.cancel()
-
-                first.start_soon(until, stop)
-                first.start_soon(until, died)
+            await wait_any(stop, died)
             failed = died.is_set()
             stop.set()
             tg.cancel_scope.cancel()
@@ -137,7 +104,7 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
             grace = settings.shutdown_grace
             for name in ("P", "A", "B"):
                 if name in children:
-                    await _terminate(name, children[name], grace)
+                    await terminate(name, children[name], grace)
     if failed:
         raise SystemExit(1)
 

@@ -9,15 +9,12 @@ one dies on its own.
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
 import sys
-from contextlib import suppress
 
 import anyio
 import anyio.abc
 
+from chatsys.runtime.children import spawn, terminate, wait_any, watch
 from chatsys.runtime.settings import Settings, options_for
 
 log = logging.getLogger("chatsys.gateway.workers")
@@ -35,43 +32,20 @@ async def serve_workers(settings: Settings, stop: anyio.Event) -> None:
     command = worker_command(settings)
     procs: list[anyio.abc.Process] = []
     died = anyio.Event()
-
-    async def watch(proc: anyio.abc.Process) -> None:
-        code = await proc.wait()
-        if not stop.is_set():
-            log.error("gateway worker %d exited with %s", proc.pid, code)
-            died.set()
-
     try:
         async with anyio.create_task_group() as tg:
-            for _ in range(settings.workers):
-                proc = await anyio.open_process(command, stdin=subprocess.DEVNULL, stdout=None,
-                                                stderr=None, start_new_session=True,
-                                                env=dict(os.environ))
-                procs.append(proc)
-                tg.start_soon(watch, proc)
+            for i in range(settings.workers):
+                procs.append(await spawn(command))
+                tg.start_soon(watch, f"gateway worker {i + 1}", procs[-1], died, stop)
             log.info("%d gateway workers on port %d: pids %s", len(procs), settings.port,
                      ", ".join(str(p.pid) for p in procs))
-            async with anyio.create_task_group() as first:
-                async def until(event: anyio.Event) -> None:
-                    await event.wait()
-                    first.cancel_scope.cancel()
-
-                first.start_soon(until, stop)
-                first.start_soon(until, died)
+            await wait_any(stop, died)
             tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
-            for proc in procs:
-                with suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-            with anyio.move_on_after(settings.shutdown_grace):
-                for proc in procs:
-                    await proc.wait()
-            for proc in procs:
-                if proc.returncode is None:
-                    with suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
+            async with anyio.create_task_group() as tg:
+                for i, proc in enumerate(procs):
+                    tg.start_soon(terminate, f"gateway worker {i + 1}", proc,
+                                  settings.shutdown_grace)
     if died.is_set():
         raise SystemExit(1)

@@ -1,0 +1,59 @@
+"""Child processes of a supervisor (``chatsys all``, ``gateway --workers N``).
+
+Children run in their own sessions, so a terminal's Ctrl-C reaches only the supervisor, which
+then stops them in the order it chooses; a child that dies on its own is reported so the
+supervisor can take the rest down.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+from collections.abc import Sequence
+from contextlib import suppress
+
+import anyio
+import anyio.abc
+
+log = logging.getLogger("chatsys.children")
+
+
+async def spawn(command: Sequence[str]) -> anyio.abc.Process:
+    return await anyio.open_process(list(command), stdin=subprocess.DEVNULL, stdout=None,
+                                    stderr=None, start_new_session=True)
+
+
+async def watch(name: str, proc: anyio.abc.Process, died: anyio.Event,
+                stop: anyio.Event) -> None:
+    """Set ``died`` if ``proc`` exits before we were asked to stop."""
+    code = await proc.wait()
+    if not stop.is_set():
+        log.error("%s (pid %d) exited unexpectedly with %s", name, proc.pid, code)
+        died.set()
+
+
+async def wait_any(*events: anyio.Event) -> None:
+    async with anyio.create_task_group() as tg:
+        async def until(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(until, event)
+
+
+async def terminate(name: str, proc: anyio.abc.Process, grace: float) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code."""
+    if proc.returncode is None:
+        with suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(grace):
+            await proc.wait()
+        if proc.returncode is None:
+            log.warning("%s did not stop within %.0fs: killing it", name, grace)
+            with suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    log.info("%s stopped (exit %s)", name, proc.returncode)
+    return proc.returncode or 0
