@@ -10,7 +10,8 @@ This module knows nothing of Quart; the transport hands it :class:`Connection` o
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 from anyio.abc import TaskGroup
@@ -19,20 +20,33 @@ from chatsys.errors import ChatError, Unavailable
 from chatsys.gateway import frames
 from chatsys.gateway import metrics as m
 from chatsys.gateway.connection import Connection
-from chatsys.stubs.chatsys.chat.v1 import RoomEvent
+from chatsys.stubs.chatsys.chat.v1 import Message, RoomEvent
 
 log = logging.getLogger("chatsys.gateway.fanout")
 Subscribe = Callable[[str, str], AsyncIterator[RoomEvent]]
+History = Callable[[str], Awaitable[list[Message]]]
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0
 
 
 class Room:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, history_limit: int) -> None:
         self.name = name
         self.members: set[Connection] = set()
         self.live = anyio.Event()
         self.last_id = ""
         self.scope = anyio.CancelScope()
+        # The newest messages as encoded frames: a join needs no call to A for its welcome.
+        self.recent: deque[str] = deque(maxlen=history_limit)
+        self.primed = False
+
+    def remember(self, message: Message) -> str | None:
+        """Record a message in order; its frame, or None if it was already seen."""
+        if self.last_id and message.id <= self.last_id:
+            return None
+        self.last_id = message.id
+        frame = frames.message(message)
+        self.recent.append(frame)
+        return frame
 
     def broadcast(self, frame: str, message_id: str | None) -> None:
         delivered = 0
@@ -45,9 +59,12 @@ class Room:
 class RoomHub:
     """Rooms with local members and their subscriptions; runs inside the gateway's task group."""
 
-    def __init__(self, subscribe: Subscribe, *, join_timeout: float) -> None:
+    def __init__(self, subscribe: Subscribe, history: History, *, join_timeout: float,
+                 history_limit: int) -> None:
         self._subscribe = subscribe
+        self._history = history
         self.join_timeout = join_timeout
+        self.history_limit = history_limit
         self.rooms: dict[str, Room] = {}
         self._tg: TaskGroup | None = None
 
@@ -62,13 +79,17 @@ class RoomHub:
                 self._tg = None
                 tg.cancel_scope.cancel()
 
-    async def join(self, conn: Connection) -> None:
-        """Add ``conn`` to its room once the room's subscription is live (or raise Unavailable)."""
+    async def join(self, conn: Connection) -> list[str]:
+        """Add ``conn`` to its room once the room's subscription is live (or raise Unavailable).
+
+        Returns the room's newest message frames for the welcome; ``conn``'s watermark is set
+        so that nothing in them is delivered to it twice.
+        """
         room = self.rooms.get(conn.room)
         if room is None:
             if self._tg is None:
                 raise Unavailable("gateway is shutting down")
-            room = self.rooms[conn.room] = Room(conn.room)
+            room = self.rooms[conn.room] = Room(conn.room, self.history_limit)
             self._tg.start_soon(self._follow, room)
         room.members.add(conn)
         try:
@@ -80,6 +101,8 @@ class RoomHub:
         except BaseException:
             self.leave(conn)
             raise
+        conn.watermark = room.last_id or None
+        return list(room.recent)
 
     def leave(self, conn: Connection) -> None:
         room = self.rooms.get(conn.room)
@@ -107,7 +130,11 @@ class RoomHub:
                 while True:
                     try:
                         async for event in self._subscribe(room.name, room.last_id):
-                            self._dispatch(room, event)
+                            if event.subscribed is not None:
+                                await self._prime(room)
+                                room.live.set()
+                            else:
+                                self._dispatch(room, event)
                             delay = RETRY_FIRST
                     except ChatError as exc:
                         log.warning("room %s: subscription lost (%s), retrying", room.name, exc)
@@ -117,18 +144,23 @@ class RoomHub:
             finally:
                 m.SUBSCRIPTIONS.dec()
 
+    async def _prime(self, room: Room) -> None:
+        """Once per room: the newest messages, read after the subscription is in place, so
+        together with what the stream delivers from now on nothing is missed."""
+        if room.primed:
+            return
+        for message in await self._history(room.name):
+            room.remember(message)
+        room.primed = True
+
     @staticmethod
     def _dispatch(room: Room, event: RoomEvent) -> None:
         if event.message is not None:
-            msg = event.message
-            if room.last_id and msg.id <= room.last_id:
-                return
-            room.last_id = msg.id
-            room.broadcast(frames.message(msg), msg.id)
+            frame = room.remember(event.message)
+            if frame is not None:
+                room.broadcast(frame, event.message.id)
         elif event.presence is not None:
             room.broadcast(frames.presence(event.presence), None)
-        elif event.subscribed is not None:
-            room.live.set()
 
 
 def _reset(event: anyio.Event) -> anyio.Event:

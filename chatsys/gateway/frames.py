@@ -116,9 +116,11 @@ def presence(p: Presence) -> str:
                    "event": event})
 
 
-def welcome(session: str, token: str, user: str, room: str, history: list[Message]) -> str:
-    return _dumps({"type": "welcome", "session": session, "token": token, "user": user,
-                   "room": room, "history": [message_dict(m) for m in history]})
+def welcome(session: str, token: str, user: str, room: str, history: list[str]) -> str:
+    """``history`` holds already-encoded message frames, spliced in as they are."""
+    head = _dumps({"type": "welcome", "session": session, "token": token, "user": user,
+                   "room": room})
+    return f'{head[:-1]},"history":[{",".join(history)}]}}'
 
 
 def ack(ref: str | None, msg: Message) -> str:

@@ -12,7 +12,7 @@ from urllib.parse import quote
 from quart import Blueprint, Response, current_app, request
 
 from chatsys import validation
-from chatsys.errors import BadRequest, Forbidden, TooLarge, Unauthorized, Unavailable
+from chatsys.errors import BadRequest, ChatError, Forbidden, TooLarge, Unauthorized, Unavailable
 from chatsys.gateway import metrics as m
 from chatsys.gateway.multipart import read_file_part
 from chatsys.gateway.responses import error_response
@@ -54,24 +54,29 @@ def file_json(info: FileInfo) -> dict[str, object]:
 
 @bp.post("/api/files")
 async def upload() -> Response:
-    gateway = _gateway()
+    try:
+        info = await _store_upload(_gateway())
+    except ChatError:
+        # Refused (auth, room, size, format): read what the client is still sending so it gets
+        # our JSON error rather than a reset connection.
+        await _discard_body(DISCARD_LIMIT)
+        raise
+    m.FILE_BYTES.labels("upload").inc(info.size)
+    return _json(file_json(info), 201)
+
+
+async def _store_upload(gateway: Gateway) -> FileInfo:
     room = validation.room_name(request.args.get("room"))
     session = await _session_from_bearer()
     if session.room != room:
         raise Forbidden("this token belongs to another room")
     limit = gateway.settings.max_file_bytes
-    try:
-        if request.content_length is not None and request.content_length > limit + 64 * 1024:
-            raise TooLarge(f"file is larger than {limit} bytes")
-        part = await read_file_part(request.headers.get("Content-Type"), request.body, limit)
-        meta = UploadMeta(name=part.filename, content_type=part.content_type, room=room,
-                          owner=session.id, max_size=limit)
-        info = await gateway.backends.upload(meta, part.chunks)
-    except TooLarge:
-        await _discard_body(DISCARD_LIMIT)
-        raise
-    m.FILE_BYTES.labels("upload").inc(info.size)
-    return _json(file_json(info), 201)
+    if request.content_length is not None and request.content_length > limit + 64 * 1024:
+        raise TooLarge(f"file is larger than {limit} bytes")
+    part = await read_file_part(request.headers.get("Content-Type"), request.body, limit)
+    meta = UploadMeta(name=part.filename, content_type=part.content_type, room=room,
+                      owner=session.id, max_size=limit)
+    return await gateway.backends.upload(meta, part.chunks)
 
 
 async def _discard_body(limit: int) -> None:

@@ -9,6 +9,7 @@ import anyio
 from chatsys.gateway.backends import Backends
 from chatsys.gateway.fanout import RoomHub
 from chatsys.runtime.settings import Settings
+from chatsys.stubs.chatsys.chat.v1 import Message
 
 
 @dataclass
@@ -37,5 +38,9 @@ class Gateway:
     @classmethod
     def create(cls, settings: Settings) -> Gateway:
         backends = Backends(settings)
-        hub = RoomHub(backends.subscribe, join_timeout=settings.grpc_timeout)
+        async def newest(room: str) -> list[Message]:
+            return await backends.history(room, "", settings.history_limit)
+
+        hub = RoomHub(backends.subscribe, newest, join_timeout=settings.grpc_timeout,
+                      history_limit=settings.history_limit)
         return cls(settings, backends, hub)

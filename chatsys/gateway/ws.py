@@ -67,13 +67,17 @@ async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
         return error_response(exc)
     conn = Connection(session=session.id, user=user, room=room, queue_limit=settings.send_queue)
     try:
-        await gateway.hub.join(conn)
-        history = await backends.history(room, since, 0 if since else settings.history_limit)
+        history = await gateway.hub.join(conn)
+        if since:
+            # Resuming: everything after `since` that A keeps, not just the newest.
+            known = conn.watermark
+            missed = await backends.history(room, since, 0)
+            history = [frames.message(msg) for msg in missed]
+            conn.watermark = missed[-1].id if missed else (min(since, known) if known else None)
     except ChatError as exc:
         gateway.hub.leave(conn)
         await _end_session(gateway, session, announce=False)
         return error_response(exc)
-    conn.watermark = history[-1].id if history else (since or None)
     try:
         await websocket.accept()
         await websocket.send(frames.welcome(session.id, token, user, room, history))

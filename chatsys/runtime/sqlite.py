@@ -34,9 +34,10 @@ def parse_sqlite_url(url: str) -> Path:
 class SqliteDB:
     """A connection in its own thread; ``await db.run(fn, *args)`` calls ``fn(conn, *args)``."""
 
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(self, path: Path, schema: str, *, synchronous: str = "FULL") -> None:
         self.path = path
         self._schema = schema
+        self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.name}")
         self._conn: sqlite3.Connection | None = None
 
@@ -45,8 +46,9 @@ class SqliteDB:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode=WAL")
-        # FULL syncs the WAL on every commit: an acknowledged message survives a kill or power loss.
-        conn.execute("PRAGMA synchronous=FULL")
+        # FULL syncs the WAL on every commit: an acknowledged message survives a kill or power
+        # loss. NORMAL (sessions) survives a process kill; only an OS crash may lose the newest.
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.executescript(self._schema)
         self._conn = conn
 

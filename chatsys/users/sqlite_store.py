@@ -25,7 +25,8 @@ class SqliteSessionStore:
 
     @classmethod
     async def open(cls, url: str) -> SqliteSessionStore:
-        db = SqliteDB(parse_sqlite_url(url), SCHEMA)
+        # A session lost to a power cut only means a reconnect: no fsync per join.
+        db = SqliteDB(parse_sqlite_url(url), SCHEMA, synchronous="NORMAL")
         await db.open()
         return cls(db)
 
