@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
@@ -23,9 +22,7 @@ from chatsys.stubs.chatsys.users.v1 import Session
 
 bp = Blueprint("http", __name__)
 STATIC = Path(__file__).parent / "static"
-READY_CACHE_SECONDS = 1.0
 DISCARD_LIMIT = 64 * 1024 * 1024
-_ready_cache: dict[str, tuple[float, bool]] = {}
 
 
 def _gateway() -> Gateway:
@@ -131,12 +128,7 @@ async def readyz() -> Response:
     gateway = _gateway()
     if gateway.draining:
         return error_response(Unavailable("draining"))
-    now = time.monotonic()
-    stamp, ok = _ready_cache.get("ready", (0.0, False))
-    if now - stamp > READY_CACHE_SECONDS:
-        ok = await gateway.backends.ready()
-        _ready_cache["ready"] = (now, ok)
-    if not ok:
+    if not await gateway.backends_ready():
         return error_response(Unavailable("module A or B is unreachable"))
     return _json({"status": "ready"})
 

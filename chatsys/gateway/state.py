@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import anyio
@@ -19,7 +20,16 @@ class Gateway:
     hub: RoomHub
     draining: bool = False
     sockets: int = 0
+    # Probes may come every second from several kubelets: answer from a short-lived result.
+    _ready: tuple[float, bool] = (0.0, False)
     _idle: anyio.Event = field(default_factory=anyio.Event)
+
+    async def backends_ready(self, max_age: float = 1.0) -> bool:
+        checked_at, ok = self._ready
+        if time.monotonic() - checked_at > max_age:
+            ok = await self.backends.ready()
+            self._ready = (time.monotonic(), ok)
+        return ok
 
     def acquire_socket(self) -> None:
         self.sockets += 1
