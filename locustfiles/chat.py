@@ -161,7 +161,6 @@ class ChatUser(HttpUser):
         self.refs = itertools.count(1)
         self.last_id: str | None = None
         self.connected_once = False
-        self.going_away = False
         self.stopping = False
         self.backoff = 0.0
         self.retry_at = 0.0
@@ -196,7 +195,9 @@ class ChatUser(HttpUser):
             files={"file": ("load.bin", self.file_bytes, "application/octet-stream")},
         ) as response:
             if response.status_code != 201:
-                response.failure(HttpFailure(response.status_code, response.content))
+                error = getattr(response, "error", None)
+                response.failure(ConnectFailed(error) if response.status_code == 0 and error
+                                 else HttpFailure(response.status_code, response.content))
                 return
             try:
                 file_id = str(response.json()["id"])
@@ -244,7 +245,7 @@ class ChatUser(HttpUser):
             self._schedule_retry()
             return False
         self._fire(name, started, len(raw))
-        self.connected_once, self.going_away, self.backoff = True, False, 0.0
+        self.connected_once, self.backoff = True, 0.0
         self.token = welcome["token"]
         for message in welcome.get("history") or []:
             self._seen(message.get("id"))
@@ -357,7 +358,6 @@ class ChatUser(HttpUser):
         ws.shutdown()
         if code == WS_1001_GOING_AWAY:
             # A server going away (drain, rolling update): reconnect with ``since`` at once.
-            self.going_away = True
             self.retry_at = time.monotonic() + random.uniform(0.0, 0.5)
         else:
             self._fire(CLOSED, time.perf_counter(), 0, closed)
