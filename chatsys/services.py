@@ -31,12 +31,14 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
     probes: list[Probe] = []
     async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
         if "users" in settings.verbs:
+            from chatsys.tokens import signer_for
             from chatsys.users.service import UserService
             from chatsys.users.store import open_session_store
 
             sessions = await open_session_store(settings)
             stack.push_async_callback(sessions.aclose)
-            services.append(UserService(sessions, ttl_seconds=settings.session_ttl))
+            services.append(UserService(sessions, ttl_seconds=settings.session_ttl,
+                                        signer=signer_for(settings.auth_secret)))
             probes.append(sessions.ping)
         batcher = None
         if "chat" in settings.verbs:

@@ -19,6 +19,7 @@ from chatsys.gateway.state import Gateway
 from chatsys.runtime import metrics as runtime_metrics
 from chatsys.stubs.chatsys.files.v1 import FileInfo, UploadMeta
 from chatsys.stubs.chatsys.users.v1 import Session
+from chatsys.tokens import MAX_TOKEN_CHARS
 
 bp = Blueprint("http", __name__)
 STATIC = Path(__file__).parent / "static"
@@ -39,7 +40,7 @@ async def _session_from_bearer() -> Session:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("an 'Authorization: Bearer <token>' header is required")
-    if len(token) > 256:
+    if len(token) > MAX_TOKEN_CHARS:
         raise Unauthorized("invalid token")
     return await _gateway().backends.authenticate(token.strip())
 

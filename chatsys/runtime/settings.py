@@ -129,6 +129,9 @@ OPTIONS: tuple[Option, ...] = (
            GATEWAY_VERBS),
     Option("session_ttl", _positive_float, 86400.0, "how long a session token stays valid, s",
            A_VERBS),
+    Option("auth_secret", str, "",
+           "HMAC key (16+ chars) for signed tokens any gateway verifies alone; prefer the env var",
+           A_VERBS | {"gateway"}),
     Option("drain_timeout", _non_negative_float, 2.0,
            "on shutdown, seconds between readiness turning false and sockets closing", EVERY_VERB),
     Option("shutdown_grace", _positive_float, 10.0,
@@ -164,6 +167,7 @@ class Settings:
     history_limit: int = 50
     grpc_timeout: float = 5.0
     session_ttl: float = 86400.0
+    auth_secret: str = field(default="", repr=False)
     drain_timeout: float = 2.0
     shutdown_grace: float = 10.0
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -228,5 +232,7 @@ def load(verbs: Sequence[str], flags: Mapping[str, str | None],
 def _check(settings: Settings) -> None:
     if settings.store and not settings.store.startswith(("sqlite:///", "redis://")):
         raise SettingsError(f"--store={settings.store!r}: expected sqlite:///path or redis://")
+    if settings.auth_secret and len(settings.auth_secret) < 16:
+        raise SettingsError("CHATSYS_AUTH_SECRET must be at least 16 characters")
     if settings.rate_burst < 1:
         raise SettingsError("--rate-burst must be at least 1")

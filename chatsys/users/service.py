@@ -23,10 +23,10 @@ from chatsys.stubs.chatsys.users.v1 import (
     Session,
     UserServiceBase,
 )
+from chatsys.tokens import MAX_TOKEN_CHARS, TokenSigner
 from chatsys.users.store import SessionRecord, SessionStore
 
 PURGE_EVERY = 1000  # sessions created between two sweeps of expired ones
-MAX_TOKEN_CHARS = 512
 
 
 def token_hash(token: str) -> bytes:
@@ -43,17 +43,22 @@ def _session(record: SessionRecord) -> Session:
 
 
 class UserService(UserServiceBase):
-    def __init__(self, store: SessionStore, *, ttl_seconds: float) -> None:
+    def __init__(self, store: SessionStore, *, ttl_seconds: float,
+                 signer: TokenSigner | None = None) -> None:
         self.store = store
         self.ttl_ms = int(ttl_seconds * 1000)
+        self.signer = signer
         self._created = 0
 
     @rpc.unary
     async def create_session(self, message: CreateSessionRequest) -> CreateSessionResponse:
         user = validation.user_name(message.user)
         room = validation.room_name(message.room)
-        token = secrets.token_urlsafe(32)
         record = SessionRecord(secrets.token_hex(16), user, room, now_ms())
+        if self.signer is not None:
+            token = self.signer.issue(_session(record), self.ttl_ms)
+        else:
+            token = secrets.token_urlsafe(32)
         await self.store.create(record, token_hash(token))
         self._created += 1
         if self._created % PURGE_EVERY == 0:
