@@ -189,3 +189,19 @@ async def test_slow_consumer_is_closed_1013_and_stalls_nobody(tmp_path: Path,
             assert got["type"] == "message" and sent >= 50
         finally:
             stuck.close()
+
+
+async def test_files_down_is_503_and_chat_goes_on(tmp_path: Path) -> None:
+    with start_system(tmp_path) as system:
+        alice = await ChatClient.connect(system.port, "alice", "nofiles")
+        system.b.proc.signal(signal.SIGKILL)
+        system.b.proc.wait(10)
+        reply = await alice.upload("a.txt", b"x", "text/plain")
+        assert reply.status_code == 503 and reply.json()["error"]["code"] == "unavailable"
+        await alice.send({"type": "file", "file_id": "a" * 32, "ref": "f"})
+        frame = await alice.ack_or_error("f", seconds=10)
+        assert frame["type"] == "error" and frame["code"] == "unavailable"
+        ref = await alice.send_text("text still works")
+        assert (await alice.ack_or_error(ref))["type"] == "ack"
+        await wait_status(f"{system.gateway.base}/readyz", 503, 5)
+        await alice.close()
