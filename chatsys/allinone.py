@@ -103,8 +103,8 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
         with anyio.CancelScope(shield=True):
             grace = settings.shutdown_grace
             for name in ("P", "A", "B"):
-                if name in children:
-                    await terminate(name, children[name], grace)
+                if name in children and await terminate(name, children[name], grace) != 0:
+                    failed = True  # a child that did not stop cleanly fails the whole run
     if failed:
         raise SystemExit(1)
 
