@@ -317,14 +317,14 @@ class ChatUser(HttpUser):
         reason = ""
         try:
             while True:
-                opcode, frame = ws.recv_data_frame(control_frame=True)
+                opcode, data = _next_frame(ws)
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    if len(frame.data) >= 2:
-                        code = int.from_bytes(frame.data[:2], "big")
-                        reason = frame.data[2:].decode(errors="replace")
+                    if len(data) >= 2:
+                        code = int.from_bytes(data[:2], "big")
+                        reason = data[2:].decode(errors="replace")
                     break
                 if opcode == websocket.ABNF.OPCODE_TEXT:
-                    self._on_frame(json.loads(frame.data), len(frame.data))
+                    self._on_frame(json.loads(data), len(data))
         except (OSError, ValueError, websocket.WebSocketException) as exc:
             reason = f"({type(exc).__name__})"
         finally:
@@ -362,3 +362,28 @@ class ChatUser(HttpUser):
         else:
             self._fire(CLOSED, time.perf_counter(), 0, closed)
             self._schedule_retry()
+
+
+def _next_frame(ws: websocket.WebSocket) -> tuple[int, bytes]:
+    """The next text, binary or close frame, answering pings on the way.
+
+    Unlike ``recv_data_frame``, a close frame is returned even when echoing it fails: a server
+    that closes with 1001 and drops the TCP connection at once must still count as going away.
+    """
+    while True:
+        frame = ws.recv_frame()
+        if frame.opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY,
+                            websocket.ABNF.OPCODE_CONT):
+            ws.cont_frame.validate(frame)
+            ws.cont_frame.add(frame)
+            if ws.cont_frame.is_fire(frame):
+                opcode, whole = ws.cont_frame.extract(frame)
+                return opcode, bytes(whole.data)
+        elif frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+            try:
+                ws.send_close()
+            except (OSError, websocket.WebSocketException):
+                pass  # the server already dropped the connection; its close code stands
+            return frame.opcode, bytes(frame.data)
+        elif frame.opcode == websocket.ABNF.OPCODE_PING:
+            ws.pong(frame.data)
