@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.redis_support import redis_server  # noqa: F401  (a session-scoped fixture)
+
 
 @pytest.fixture
 def anyio_backend() -> str:

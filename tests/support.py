@@ -59,13 +59,14 @@ class Proc:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     popen: subprocess.Popen[bytes] | None = None
+    chatsys: bool = True  # False: ``args`` is a whole command line (redis-server)
 
     def start(self) -> Proc:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         log = self.log_path.open("ab")
+        command = [PYTHON, "-m", "chatsys", *self.args] if self.chatsys else list(self.args)
         self.popen = subprocess.Popen(
-            [PYTHON, "-m", "chatsys", *self.args], stdout=log, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True,
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         log.close()
         return self
@@ -107,13 +108,32 @@ class Proc:
 @contextlib.contextmanager
 def running(args: Sequence[str], ready: Callable[[], bool], *, timeout: float = 30.0,
             log_dir: Path | None = None, env: dict[str, str] | None = None) -> Iterator[Proc]:
-    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="chatsys-log-"))
     name = "-".join(a for a in args if not a.startswith("-"))[:40] or "proc"
-    proc = Proc(list(args), log_dir / f"{name}-{time.monotonic_ns()}.log", dict(env or {}))
+    with _running(Proc(list(args), _log_path(log_dir, name), dict(env or {})), ready,
+                  timeout) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def running_command(command: Sequence[str], ready: Callable[[], bool], *, name: str,
+                    timeout: float = 30.0, log_dir: Path | None = None) -> Iterator[Proc]:
+    """Like :func:`running` for a program that is not chatsys (a redis-server)."""
+    with _running(Proc(list(command), _log_path(log_dir, name), chatsys=False), ready,
+                  timeout) as proc:
+        yield proc
+
+
+def _log_path(log_dir: Path | None, name: str) -> Path:
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="chatsys-log-"))
+    return log_dir / f"{name}-{time.monotonic_ns()}.log"
+
+
+@contextlib.contextmanager
+def _running(proc: Proc, ready: Callable[[], bool], timeout: float) -> Iterator[Proc]:
     proc.start()
     try:
         try:
-            wait_until(ready, timeout=timeout, what=" ".join(args), proc=proc.popen)
+            wait_until(ready, timeout=timeout, what=" ".join(proc.args), proc=proc.popen)
         except (TimeoutError, RuntimeError) as exc:
             raise RuntimeError(f"{exc}\n--- output ---\n{proc.output()}") from None
         yield proc

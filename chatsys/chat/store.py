@@ -19,7 +19,12 @@ MAX_HISTORY = 1000  # the most a History call without `since` returns
 
 
 def order_key(message_id: str) -> tuple[int, int]:
-    """Sort key of a message id: ``"0000000000000042"`` (SQLite) or ``"1700000000000-3"``."""
+    """Sort key of a message id, whatever its backend and width.
+
+    ``"0000000000000042"`` (SQLite row), ``"0001700000000000-0000000003"`` (a Redis stream id
+    in the fixed-width form ids are issued in) and the raw ``"1700000000000-3"`` all parse, so
+    the store can compare any id a client sends back.
+    """
     head, _, tail = message_id.partition("-")
     return int(head or 0), int(tail or 0)
 
@@ -51,4 +56,8 @@ async def open_message_store(settings: Settings, *, retention: int = RETENTION) 
         from chatsys.chat.sqlite_store import SqliteMessageStore
 
         return await SqliteMessageStore.open(url, retention=retention)
+    if backend == "redis":
+        from chatsys.chat.redis_store import RedisMessageStore
+
+        return await RedisMessageStore.open(url, retention=retention)
     raise AssertionError(backend)

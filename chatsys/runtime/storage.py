@@ -1,13 +1,23 @@
 """Choosing a storage backend from ``--store``: the one place that knows the URL schemes.
 
 Every store Protocol of A has one factory (``open_session_store``, ``open_message_store``) that
-calls :func:`backend_for`; an unknown or not-yet-built backend stops the process at startup with
-a clear message instead of failing on the first request.
+calls :func:`backend_for`; an unknown or malformed URL stops the process at startup with a
+clear message instead of failing on the first request. Redis clients are built here too, so
+every Redis-backed store of A connects the same way (timeouts, retries, durability check).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger("chatsys.storage")
+REDIS_TIMEOUT = 5.0  # seconds a Redis command may take before the call fails (UNAVAILABLE)
 
 
 class StoreConfigError(RuntimeError):
@@ -22,11 +32,71 @@ class Store(Protocol):
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class RedisURL:
+    host: str
+    port: int
+    db: int
+    password: str | None = None
+    username: str | None = None
+
+
+def parse_redis_url(url: str) -> RedisURL:
+    """``redis://[user:password@]host[:port][/db]``; anything else is a configuration error."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        raise StoreConfigError(f"--store={url!r}: expected redis://host:port/db")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise StoreConfigError(f"--store={url!r}: the port is not a number") from None
+    if not parts.hostname:
+        raise StoreConfigError(f"--store={url!r}: names no host")
+    db_text = parts.path.strip("/") or "0"
+    if not db_text.isdigit():
+        raise StoreConfigError(f"--store={url!r}: the database must be a number, got {db_text!r}")
+    if parts.query or parts.fragment:
+        raise StoreConfigError(f"--store={url!r}: options in the URL are not supported")
+    return RedisURL(parts.hostname, port, int(db_text), parts.password, parts.username)
+
+
 def backend_for(url: str) -> str:
-    """``"sqlite"`` for ``sqlite:///path``; rejects everything else with a clear reason."""
+    """``"sqlite"`` or ``"redis"``; rejects everything else with a clear reason."""
     if url.startswith("sqlite:///"):
         return "sqlite"
     if url.startswith("redis://"):
-        raise StoreConfigError(f"--store={url}: the Redis backend is not supported yet; "
-                               "use sqlite:///path (the default)")
-    raise StoreConfigError(f"--store={url!r}: expected sqlite:///path")
+        parse_redis_url(url)
+        return "redis"
+    raise StoreConfigError(f"--store={url!r}: expected sqlite:///path or redis://host:port/db")
+
+
+def redis_client(url: str, **overrides: Any) -> Redis:
+    """A pooled asyncio client; commands time out instead of hanging on a lost server."""
+    from redis.asyncio import Redis
+
+    target = parse_redis_url(url)
+    options: dict[str, Any] = {
+        "host": target.host, "port": target.port, "db": target.db,
+        "password": target.password, "username": target.username,
+        "socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT,
+        "decode_responses": True, "client_name": "chatsys-a",
+    }
+    options.update(overrides)
+    return Redis(**options)
+
+
+async def check_redis_durability(client: Redis) -> None:
+    """Warn when Redis would acknowledge a write it has not fsynced (acks promise durability).
+
+    A managed Redis may refuse CONFIG: then the operator's settings are taken on trust.
+    """
+    from redis.exceptions import ResponseError
+
+    try:
+        config = await client.config_get("append*")
+    except ResponseError:
+        return
+    if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
+        log.warning("Redis runs with appendonly=%s appendfsync=%s: an acknowledged message may "
+                    "be lost if Redis itself crashes (use appendonly yes, appendfsync always)",
+                    config.get("appendonly"), config.get("appendfsync"))

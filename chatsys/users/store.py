@@ -47,4 +47,8 @@ async def open_session_store(settings: Settings) -> SessionStore:
         from chatsys.users.sqlite_store import SqliteSessionStore
 
         return await SqliteSessionStore.open(url)
+    if backend == "redis":
+        from chatsys.users.redis_store import RedisSessionStore
+
+        return await RedisSessionStore.open(url)
     raise AssertionError(backend)
