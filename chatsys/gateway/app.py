@@ -17,7 +17,8 @@ _HTTP_CODES: dict[int, type[ChatError]] = {404: NotFound, 413: TooLarge}
 
 
 def create_app(gateway: Gateway) -> Quart:
-    app = Quart("chatsys.gateway")
+    # static_folder=None: the page's files are served by http_api, with their own headers.
+    app = Quart("chatsys.gateway", static_folder=None)
     app.extensions["chatsys"] = gateway
     # The gateway counts upload bytes itself, streaming; Quart's checks would buffer or refuse.
     app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=120, RESPONSE_TIMEOUT=300,
