@@ -1,0 +1,513 @@
+"""The WebSocket load generator: connect phase, message phase, delivery accounting.
+
+One Python process cannot drive thousands of sockets receiving tens of thousands of frames a
+second, so the generator is a coordinator plus ``--procs`` worker processes. Worker ``k`` owns
+users ``k, k+K, k+2K, ...``; every schedule is global (user ``i`` connects at ``start + i/R``,
+message ``j`` is due at ``start + j/rate``) so the workers together keep the requested total
+rate. Workers take JSON commands on stdin and answer with one JSON line on stdout; the
+coordinator merges raw samples (never averages of percentiles).
+
+Timing (open loop, so a slow server cannot slow the offered load down):
+- connect: from before the TCP connect to the welcome frame;
+- ack: from the message's *scheduled* send time to its ack, so a generator that falls behind
+  shows up as latency rather than as a silently lower rate (``send_lag`` tells which it was).
+
+Delivery: every acknowledged message must reach every member of its room that was connected
+when the step started; ``delivered/expected`` counts receipts of acknowledged message ids.
+
+Standalone: ``python -m bench.loadgen --url ws://127.0.0.1:8080 --users 2000 --connect-rate 200
+--room-size 20 --rate 500 --seconds 5`` prints one JSON line of figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.common import PYTHON, Children, raise_nofile, summary
+
+log = logging.getLogger("bench.loadgen")
+MESSAGE_PREFIX = '{"type":"message","id":"'
+CONNECT_TIMEOUT = 15.0
+CALL_TIMEOUT = 120.0
+
+
+def room_of(user: int, room_size: int) -> str:
+    return f"r{user // room_size}"
+
+
+def _is_welcome(data: str | bytes) -> bool:
+    try:
+        frame = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(frame, dict) and frame.get("type") == "welcome"
+
+
+# --- worker ---------------------------------------------------------------------------------
+
+class Tally:
+    """Results of concurrent attempts; ``wait`` returns once ``expected`` have reported."""
+
+    def __init__(self, expected: int) -> None:
+        self.items: list[tuple[str, Any]] = []
+        self.expected = expected
+        self.full = asyncio.Event()
+        if expected <= 0:
+            self.full.set()
+
+    def append(self, item: tuple[str, Any]) -> None:
+        self.items.append(item)
+        if len(self.items) >= self.expected:
+            self.full.set()
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.full.wait()
+
+
+@dataclass
+class Client:
+    user: int
+    room: str
+    ws: Any = None
+    alive: bool = False
+
+
+@dataclass
+class Step:
+    """What one worker saw of one message step."""
+
+    pending: dict[str, tuple[float, str]] = field(default_factory=dict)  # ref -> (due, room)
+    latencies: list[float] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+    acked: list[tuple[str, str]] = field(default_factory=list)  # (message id, room)
+    errors: Counter[str] = field(default_factory=Counter)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Worker:
+    """Holds this process's share of the sockets and runs the coordinator's commands."""
+
+    def __init__(self, url: str, index: int, procs: int, tg: asyncio.TaskGroup) -> None:
+        self.url = url.rstrip("/")
+        self.index = index
+        self.procs = procs
+        self.tg = tg
+        self.clients: dict[int, Client] = {}
+        self.receipts: Counter[str] = Counter()
+        self.step = Step()
+        self.pongs = 0
+        self.pongs_wanted = 0
+        self.all_pongs = asyncio.Event()
+        self.closed_codes: Counter[str] = Counter()
+        self.room_size = 1
+
+    # receiving
+    def _on_frame(self, data: str | bytes) -> None:
+        if isinstance(data, bytes):
+            data = data.decode()
+        if data.startswith(MESSAGE_PREFIX):  # the hot path: no JSON parse for fan-out frames
+            end = data.find('"', len(MESSAGE_PREFIX))
+            self.receipts[data[len(MESSAGE_PREFIX):end]] += 1
+            return
+        try:
+            frame = json.loads(data)
+        except ValueError:
+            self.step.errors["bad_json"] += 1
+            return
+        kind = frame.get("type")
+        if kind == "ack":
+            self._settle(frame.get("ref"), frame.get("id"))
+        elif kind == "message":
+            self.receipts[str(frame.get("id"))] += 1
+        elif kind == "pong":
+            self.pongs += 1
+            if self.pongs >= self.pongs_wanted:
+                self.all_pongs.set()
+        elif kind == "error":
+            self.step.errors[str(frame.get("code"))] += 1
+            self._settle(frame.get("ref"), None)
+
+    def _settle(self, ref: Any, message_id: Any) -> None:
+        step = self.step
+        entry = step.pending.pop(ref, None) if isinstance(ref, str) else None
+        if entry is None:
+            return
+        due, room = entry
+        if message_id is not None:
+            step.latencies.append((time.perf_counter() - due) * 1000)
+            step.acked.append((str(message_id), room))
+        if not step.pending:
+            step.done.set()
+
+    async def _lifetime(self, client: Client, due: float, report: Tally) -> None:
+        """Connect at ``due`` (perf_counter time), then read until the socket closes."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
+
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        started = time.perf_counter()
+        url = f"{self.url}/ws/chat?user=u{client.user}&room={client.room}"
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                ws = await connect(url, compression=None, ping_interval=None, max_size=1 << 22,
+                                   max_queue=64, close_timeout=1, open_timeout=CONNECT_TIMEOUT)
+                try:
+                    welcome = await ws.recv()
+                except BaseException:
+                    ws.transport.abort()
+                    raise
+        except Exception as exc:
+            report.append(("fail", type(exc).__name__))
+            return
+        if not _is_welcome(welcome):
+            report.append(("fail", "no_welcome"))
+            ws.transport.abort()
+            return
+        report.append(("ok", (time.perf_counter() - started) * 1000))
+        client.ws, client.alive = ws, True
+        try:
+            async for data in ws:
+                self._on_frame(data)
+        except ConnectionClosed:
+            pass
+        finally:
+            client.alive = False
+            code = ws.close_code
+            self.closed_codes[str(code)] += 1
+
+    # commands
+    async def connect(self, users: int, rate: float, room_size: int, start_at: float,
+                      first: int = 0) -> dict[str, Any]:
+        """Connect users ``first..first+users-1`` that belong to this worker, on schedule."""
+        self.room_size = room_size
+        t0 = time.perf_counter() + (start_at - time.time())
+        mine = [i for i in range(first, first + users) if i % self.procs == self.index]
+        report = Tally(len(mine))
+        for i in mine:
+            client = self.clients[i] = Client(i, room_of(i, room_size))
+            self.tg.create_task(self._lifetime(client, t0 + (i - first) / rate, report))
+        await report.wait(users / rate + CONNECT_TIMEOUT + 10)
+        ok = [v for kind, v in report.items if kind == "ok"]
+        failures = Counter(v for kind, v in report.items if kind == "fail")
+        failures["timeout"] += len(mine) - len(report.items)
+        return {"latencies": [round(v, 3) for v in ok], "failures": dict(+failures),
+                "attempted": len(mine)}
+
+    async def _reconnect(self) -> int:
+        """Bring back sockets that the server closed (e.g. 1013 after an overload step)."""
+        dead = [c for c in self.clients.values() if not c.alive]
+        if not dead:
+            return 0
+        report = Tally(len(dead))
+        now = time.perf_counter()
+        for n, client in enumerate(dead):
+            self.tg.create_task(self._lifetime(client, now + n * 0.005, report))
+        await report.wait(len(dead) * 0.005 + CONNECT_TIMEOUT)
+        return len(dead)
+
+    def members(self) -> dict[str, int]:
+        return dict(Counter(c.room for c in self.clients.values() if c.alive))
+
+    async def send(self, rate: float, seconds: float, start_at: float, step_id: int,
+                   drain: float) -> dict[str, Any]:
+        """Send this worker's share of ``rate`` messages/s for ``seconds``, then await acks."""
+        reconnected = await self._reconnect()
+        self.receipts = Counter()
+        self.step = step = Step()
+        members = self.members()
+        senders = sorted((c for c in self.clients.values() if c.alive),
+                         key=lambda c: (c.user % self.room_size, c.user))
+        total = round(rate * seconds)
+        mine = range(self.index, total, self.procs)
+        t0 = time.perf_counter() + (start_at - time.time())
+        if senders:
+            for n, j in enumerate(mine):
+                due = t0 + j / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                client = senders[n % len(senders)]
+                if not client.alive:
+                    step.errors["closed"] += 1
+                    continue
+                ref = f"{step_id}.{self.index}.{j}"
+                step.pending[ref] = (due, client.room)
+                step.lags.append((time.perf_counter() - due) * 1000)
+                try:
+                    await client.ws.send(f'{{"type":"text","text":"m {ref}","ref":"{ref}"}}')
+                except Exception:
+                    step.pending.pop(ref, None)
+                    step.errors["send_failed"] += 1
+        # ``done`` may have been set while sending, whenever every ack so far had come back.
+        step.done.clear()
+        if step.pending:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain):
+                    await step.done.wait()
+        lags = summary(step.lags)
+        return {"latencies": [round(v, 3) for v in step.latencies], "sent": len(step.lags),
+                "acked": [list(a) for a in step.acked], "errors": dict(step.errors),
+                "unacked": len(step.pending), "members": members,
+                "lag_p99": lags["p99"], "lag_max": lags["max"], "reconnected": reconnected}
+
+    async def ping(self, seconds: float) -> dict[str, Any]:
+        """One protocol ping per open socket; counts the pongs that come back in time."""
+        alive = [c for c in self.clients.values() if c.alive]
+        self.pongs, self.pongs_wanted = 0, len(alive)
+        self.all_pongs = asyncio.Event()
+        for n, client in enumerate(alive):
+            with contextlib.suppress(Exception):
+                await client.ws.send(f'{{"type":"ping","ref":"p{n}"}}')
+        if self.pongs < len(alive):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self.all_pongs.wait()
+        return {"sockets": len(alive), "pongs": self.pongs}
+
+    async def close(self) -> None:
+        """Close every socket, bounded: a server that hangs on close gets its socket aborted."""
+        alive = [c for c in self.clients.values() if c.alive and c.ws is not None]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(3):
+                await asyncio.gather(*(c.ws.close() for c in alive), return_exceptions=True)
+        for c in self.clients.values():
+            if c.ws is not None:
+                c.ws.transport.abort()
+
+
+async def worker_main(url: str, index: int, procs: int) -> None:
+    """Serve commands from stdin until ``quit`` or EOF; every answer is one JSON line."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 26)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    out = sys.stdout
+
+    def answer(obj: dict[str, Any]) -> None:
+        out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        out.flush()
+
+    async with asyncio.TaskGroup() as tg:
+        worker = Worker(url, index, procs, tg)
+        answer({"ready": True})
+        try:
+            while line := await reader.readline():
+                cmd = json.loads(line)
+                op = cmd.pop("op")
+                if op == "quit":
+                    break
+                if op == "connect":
+                    answer(await worker.connect(**cmd))
+                elif op == "send":
+                    answer(await worker.send(**cmd))
+                elif op == "receipts":
+                    answer({"receipts": dict(worker.receipts)})
+                elif op == "members":
+                    answer({"members": worker.members(), "closed": dict(worker.closed_codes)})
+                elif op == "ping":
+                    answer(await worker.ping(**cmd))
+                else:
+                    answer({"error": f"unknown op {op}"})
+        finally:
+            await worker.close()
+        raise _Done
+
+
+class _Done(Exception):
+    """Ends the worker's task group (and with it every socket reader)."""
+
+
+def run_worker(url: str, index: int, procs: int) -> None:
+    raise_nofile(65536)
+    try:
+        _run(worker_main(url, index, procs))
+    except* _Done:
+        pass
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+# --- coordinator ----------------------------------------------------------------------------
+
+class LoadGen:
+    """Drives ``procs`` worker processes against one server and merges what they saw."""
+
+    def __init__(self, url: str, procs: int, children: Children) -> None:
+        self.url = url
+        self.procs = procs
+        self.children = children
+        self.workers: list[asyncio.subprocess.Process] = []
+        self.step_id = 0
+        self.room_size = 1
+
+    async def __aenter__(self) -> LoadGen:
+        for k in range(self.procs):
+            proc = await self.children.spawn(
+                [PYTHON, "-m", "bench.loadgen", "--worker", "--url", self.url,
+                 "--index", str(k), "--procs", str(self.procs)],
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            self.workers.append(proc)
+        for proc in self.workers:
+            await self._read(proc, 30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for proc in self.workers:
+            with contextlib.suppress(Exception):
+                assert proc.stdin is not None
+                proc.stdin.write(b'{"op":"quit"}\n')
+                await proc.stdin.drain()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(
+                *(p.wait() for p in self.workers))), 8)
+        for proc in self.workers:
+            await self.children.stop(proc, grace=2)
+
+    @staticmethod
+    async def _read(proc: asyncio.subprocess.Process, seconds: float) -> dict[str, Any]:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), seconds)
+        if not line:
+            raise RuntimeError(f"load worker {proc.pid} exited ({await proc.wait()})")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    async def _call(self, cmd: dict[str, Any], seconds: float = CALL_TIMEOUT,
+                    ) -> list[dict[str, Any]]:
+        data = (json.dumps(cmd) + "\n").encode()
+        for proc in self.workers:
+            assert proc.stdin is not None
+            proc.stdin.write(data)
+            await proc.stdin.drain()
+        return list(await asyncio.gather(*(self._read(p, seconds) for p in self.workers)))
+
+    async def connect(self, users: int, rate: float, room_size: int) -> dict[str, Any]:
+        """Connect phase: ``users`` sockets at ``rate``/s into rooms of ``room_size``."""
+        self.room_size = room_size
+        start_at = time.time() + 0.5
+        started = time.perf_counter()
+        parts = await self._call({"op": "connect", "users": users, "rate": rate,
+                                  "room_size": room_size, "start_at": start_at},
+                                 seconds=users / rate + CALL_TIMEOUT)
+        wall = time.perf_counter() - started - 0.5
+        latencies = [v for p in parts for v in p["latencies"]]
+        failures: Counter[str] = Counter()
+        for p in parts:
+            failures.update(p["failures"])
+        stats = summary(latencies)
+        return {"users": users, "rate": rate, "room_size": room_size,
+                "connected": len(latencies), "failures": sum(failures.values()),
+                "failure_kinds": dict(failures), "mean_ms": stats["mean"],
+                "p50_ms": stats["p50"], "p99_ms": stats["p99"], "max_ms": stats["max"],
+                "achieved_per_s": round(len(latencies) / wall, 1) if wall > 0 else None}
+
+    async def messages(self, rate: float, seconds: float, *, drain: float = 3.0,
+                       settle: float = 2.0) -> dict[str, Any]:
+        """One message step at a fixed total ``rate``; figures merged over every worker."""
+        self.step_id += 1
+        start_at = time.time() + 0.3
+        parts = await self._call({"op": "send", "rate": rate, "seconds": seconds,
+                                  "start_at": start_at, "step_id": self.step_id,
+                                  "drain": drain}, seconds=seconds + drain + CALL_TIMEOUT)
+        members: Counter[str] = Counter()
+        for p in parts:
+            members.update(p["members"])
+        acked = [(mid, room) for p in parts for mid, room in p["acked"]]
+        expected = sum(members[room] for _, room in acked)
+        # Fan-out trails the ack: poll receipts until complete or the settle time is up.
+        deadline = time.monotonic() + settle
+        delivered, duplicates = 0, 0
+        while True:
+            receipts: Counter[str] = Counter()
+            for r in await self._call({"op": "receipts"}):
+                receipts.update(r["receipts"])
+            delivered = sum(min(receipts[mid], members[room]) for mid, room in acked)
+            duplicates = sum(max(0, receipts[mid] - members[room]) for mid, room in acked)
+            if delivered >= expected or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        latencies = [v for p in parts for v in p["latencies"]]
+        errors: Counter[str] = Counter()
+        for p in parts:
+            errors.update(p["errors"])
+        stats = summary(latencies)
+        sent = sum(p["sent"] for p in parts)
+        lag_p99 = max((p["lag_p99"] or 0) for p in parts)
+        return {"rate": rate, "seconds": seconds, "sent": sent, "acked": len(acked),
+                "unacked": sum(p["unacked"] for p in parts), "errors": dict(errors),
+                "ack_mean_ms": stats["mean"], "ack_p50_ms": stats["p50"],
+                "ack_p99_ms": stats["p99"], "ack_max_ms": stats["max"],
+                "achieved_per_s": round(len(acked) / seconds, 1),
+                "delivered": delivered, "expected": expected,
+                "delivery_ratio": round(delivered / expected, 6) if expected else None,
+                "duplicates": duplicates, "send_lag_p99_ms": lag_p99,
+                "members": sum(members.values()),
+                "reconnected": sum(p["reconnected"] for p in parts)}
+
+    async def ping(self, seconds: float = 30.0) -> dict[str, int]:
+        parts = await self._call({"op": "ping", "seconds": seconds}, seconds=seconds + 30)
+        return {"sockets": sum(p["sockets"] for p in parts),
+                "pongs": sum(p["pongs"] for p in parts)}
+
+
+def holds(step: dict[str, Any], p99_limit_ms: float = 100.0) -> bool:
+    """The knee criterion: ack p99 within the limit, everything acked and fully delivered."""
+    return (step["ack_p99_ms"] is not None and step["ack_p99_ms"] <= p99_limit_ms
+            and step["unacked"] == 0 and not step["errors"]
+            and step["acked"] >= 0.99 * step["sent"] and step["sent"] > 0
+            and step["delivered"] == step["expected"])
+
+
+async def standalone(args: argparse.Namespace) -> dict[str, Any]:
+    children = Children()
+    try:
+        async with LoadGen(args.url, args.procs, children) as gen:
+            result: dict[str, Any] = {"url": args.url, "procs": args.procs}
+            result["connect"] = await gen.connect(args.users, args.connect_rate, args.room_size)
+            if args.rate > 0:
+                result["messages"] = await gen.messages(args.rate, args.seconds)
+            return result
+    finally:
+        await children.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="ws://127.0.0.1:8080")
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--connect-rate", type=float, default=200.0)
+    parser.add_argument("--room-size", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=500.0, help="messages/s in total (0: none)")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--procs", type=int, default=2, help="load worker processes")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.worker:
+        run_worker(args.url, args.index, args.procs)
+        return
+    raise_nofile(65536)
+    print(json.dumps(_run(standalone(args))), flush=True)
+
+
+if __name__ == "__main__":
+    main()

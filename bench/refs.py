@@ -1,0 +1,202 @@
+"""Bare in-memory reference servers speaking the subset of the chat protocol the bench uses.
+
+``GET /ws/chat?user=U&room=R`` → a welcome with ``history: []``; a ``text`` frame → an ``ack`` to
+the sender and a ``message`` to every member of the room, sender included; ``ping`` → ``pong``.
+No gRPC, no storage, no validation beyond what the bench needs, no presence: what is left is
+the cost of the WebSocket server itself, which is what chatsys is measured against.
+
+- ``websockets``: the ``websockets`` library's asyncio server, fanning out with its
+  ``broadcast`` (writes without awaiting each socket) — the best case for Python.
+- ``granian`` / ``hypercorn``: the same naive chat as a Quart app (one outbox queue and one
+  writer task per socket, like the gateway) served by Granian (ASGI, embedded as the gateway
+  embeds it) or by Hypercorn. These isolate what Quart and the server cost from what chatsys's
+  own logic, gRPC and SQLite cost.
+
+``python -m bench.refs websockets|granian|hypercorn --port PORT``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import secrets
+import signal
+import time
+from collections import defaultdict
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+BACKLOG = 4096
+_ids = itertools.count(1)
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def welcome(user: str, room: str) -> tuple[str, str]:
+    session = secrets.token_hex(8)
+    return session, _dumps({"type": "welcome", "session": session,
+                            "token": secrets.token_urlsafe(24), "user": user, "room": room,
+                            "history": []})
+
+
+def handle_frame(data: str | bytes, user: str, room: str, session: str,
+                 ) -> tuple[str | None, str | None]:
+    """(reply to the sender, frame for the whole room) for one client frame."""
+    try:
+        frame = json.loads(data)
+        kind = frame.get("type")
+    except (ValueError, AttributeError):
+        return _dumps({"type": "error", "ref": None, "code": "bad_request",
+                       "message": "bad frame"}), None
+    ref = frame.get("ref")
+    if kind == "ping":
+        return _dumps({"type": "pong", "ref": ref}), None
+    if kind == "text" and isinstance(frame.get("text"), str):
+        message_id = f"{next(_ids):016d}"
+        ts = time.time_ns() // 1_000_000
+        ack = _dumps({"type": "ack", "ref": ref, "id": message_id, "ts": ts})
+        message = _dumps({"type": "message", "id": message_id, "room": room, "user": user,
+                          "session": session, "ts": ts, "kind": "text", "text": frame["text"]})
+        return ack, message
+    return _dumps({"type": "error", "ref": ref, "code": "bad_request",
+                   "message": "unsupported frame"}), None
+
+
+# --- websockets ------------------------------------------------------------------------------
+
+async def serve_websockets(port: int) -> None:
+    from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+    rooms: defaultdict[str, set[ServerConnection]] = defaultdict(set)
+
+    async def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        query = parse_qs(urlsplit(ws.request.path).query)
+        user, room = query.get("user", ["?"])[0], query.get("room", ["?"])[0]
+        session, hello = welcome(user, room)
+        await ws.send(hello)
+        members = rooms[room]
+        members.add(ws)
+        try:
+            async for data in ws:
+                reply, fanout = handle_frame(data, user, room, session)
+                if reply is not None:
+                    await ws.send(reply)
+                if fanout is not None:
+                    broadcast(members, fanout)
+        finally:
+            members.discard(ws)
+            if not members:
+                rooms.pop(room, None)
+
+    async with serve(handler, "127.0.0.1", port, backlog=BACKLOG, compression=None,
+                     max_size=1 << 16) as server:
+        await _until_signal()
+        server.close()
+
+
+# --- Quart on Granian / Hypercorn -------------------------------------------------------------
+
+def quart_app() -> Any:
+    from quart import Quart, websocket
+
+    app = Quart("bench.refs")
+    rooms: defaultdict[str, set[asyncio.Queue[str]]] = defaultdict(set)
+
+    @app.websocket("/ws/chat")
+    async def chat() -> None:
+        user, room = websocket.args.get("user", "?"), websocket.args.get("room", "?")
+        session, hello = welcome(user, room)
+        outbox: asyncio.Queue[str] = asyncio.Queue()
+        await websocket.accept()
+        await websocket.send(hello)
+        members = rooms[room]
+        members.add(outbox)
+
+        async def write() -> None:
+            while True:
+                await websocket.send(await outbox.get())
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(write())
+                while True:
+                    data = await websocket.receive()
+                    reply, fanout = handle_frame(data, user, room, session)
+                    if reply is not None:
+                        outbox.put_nowait(reply)
+                    if fanout is not None:
+                        for member in members:
+                            member.put_nowait(fanout)
+        finally:
+            members.discard(outbox)
+            if not members:
+                rooms.pop(room, None)
+
+    return app
+
+
+async def serve_granian(port: int) -> None:
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    server = Server(quart_app(), address="127.0.0.1", port=port, interface=Interfaces.ASGINL,
+                    log_enabled=False, backlog=BACKLOG, websockets=True)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(server.serve())
+        await _until_signal()
+        server.stop()
+
+
+async def serve_hypercorn(port: int) -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.backlog = BACKLOG
+    config.accesslog = None
+    config.graceful_timeout = 0.5
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(serve(quart_app(), config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        await _until_signal()
+        stop.set()
+
+
+async def _until_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+SERVERS = {"websockets": serve_websockets, "granian": serve_granian,
+           "hypercorn": serve_hypercorn}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.refs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("server", choices=sorted(SERVERS))
+    parser.add_argument("--port", type=int, default=8090)
+    args = parser.parse_args(argv)
+    from bench.common import raise_nofile
+
+    raise_nofile(65536)
+    coro = SERVERS[args.server](args.port)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+if __name__ == "__main__":
+    main()
