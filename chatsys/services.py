@@ -16,14 +16,9 @@ import anyio
 from chatsys.runtime import grpc_server, lifecycle, metrics
 from chatsys.runtime.grpc_server import Probe
 from chatsys.runtime.settings import Settings
-from chatsys.runtime.storage import StoreConfigError, backend_for
+from chatsys.runtime.storage import StoreConfigError, StoreUnavailable, backend_for
 
 log = logging.getLogger("chatsys.services")
-
-
-async def _close_hub_on_stop(stop: anyio.Event, hub: Any) -> None:
-    await stop.wait()
-    hub.close()
 
 
 async def serve(settings: Settings, stop: anyio.Event) -> None:
@@ -43,17 +38,20 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
         batcher = None
         if "chat" in settings.verbs:
             from chatsys.chat.batcher import Batcher
+            from chatsys.chat.broker import open_broker
             from chatsys.chat.hub import Hub
             from chatsys.chat.service import ChatService
             from chatsys.chat.store import open_message_store
 
             messages = await open_message_store(settings)
             stack.push_async_callback(messages.aclose)
-            hub = Hub()
-            batcher = Batcher(messages, hub)
+            # The broker ends every subscription once `stop` is set, so the gRPC server's
+            # graceful close is not held up by streams that never end by themselves.
+            broker = await open_broker(settings, Hub())
+            batcher = Batcher(messages, broker)
             tg.start_soon(batcher.run)
-            tg.start_soon(_close_hub_on_stop, stop, hub)
-            services.append(ChatService(messages, hub, batcher,
+            tg.start_soon(broker.run, stop)
+            services.append(ChatService(messages, broker, batcher,
                                         max_text_chars=settings.max_text_chars,
                                         history_limit=settings.history_limit))
             probes.append(messages.ping)
@@ -78,8 +76,13 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
 
 
 def run(settings: Settings) -> None:
+    unreachable: list[StoreUnavailable] = []
+
     async def main(stop: anyio.Event) -> None:
-        await serve(settings, stop)
+        try:
+            await serve(settings, stop)
+        except* StoreUnavailable as group:
+            unreachable.extend(e for e in group.exceptions if isinstance(e, StoreUnavailable))
 
     if {"users", "chat"} & set(settings.verbs):
         try:
@@ -88,3 +91,6 @@ def run(settings: Settings) -> None:
             log.error("%s", exc)
             raise SystemExit(2) from None
     lifecycle.run(main, grace=settings.shutdown_grace)
+    if unreachable:
+        log.error("%s", unreachable[0])
+        raise SystemExit(1)

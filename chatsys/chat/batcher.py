@@ -1,10 +1,15 @@
 """Group commit for appends: many concurrent appends, one transaction, then publish, then ack.
 
 One task owns the write path and keeps exactly one batch in flight. For each batch it commits
-every message in one transaction (in the store's thread), then publishes the committed messages
-to the hub in id order, and only then resolves each caller's future. So a subscriber sees a
-room's messages in id order, and nobody is acknowledged before the message is durable. Under
-load, batches grow by themselves: whatever queued during one commit goes into the next.
+every message in one transaction, then hands the committed messages to the broker in id order,
+and only then resolves each caller's future. So nobody is acknowledged before the message is
+durable, and with the local broker a subscriber sees a room's messages in id order before the
+sender's ack (with Redis the replicas' stream readers deliver them, in the stream's order).
+Under load, batches grow by themselves: whatever queued during one commit goes into the next.
+
+Only an append refused *before* it was queued fails with UNAVAILABLE (shutting down,
+overloaded): the gateway may retry those on another replica without risking a duplicate. A
+failed commit is ambiguous (the store may have it) and fails with INTERNAL.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ import time
 
 from prometheus_client import Counter, Histogram
 
-from chatsys.chat.hub import Hub
+from chatsys.chat.broker import Broker
 from chatsys.chat.store import MessageStore
 from chatsys.errors import Internal, Unavailable
-from chatsys.stubs.chatsys.chat.v1 import Message, RoomEvent
+from chatsys.stubs.chatsys.chat.v1 import Message
 
 log = logging.getLogger("chatsys.chat.batcher")
 MAX_BATCH = 1000
@@ -30,7 +35,6 @@ COMMIT_SECONDS = Histogram("chatsys_append_commit_seconds", "Time to commit one 
                            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                     0.5, 1, 2.5))
 STORED = Counter("chatsys_messages_stored_total", "Messages committed to the store.")
-DELIVERIES = Counter("chatsys_hub_deliveries_total", "Events queued for subscribers by the hub.")
 
 
 def _now_ms() -> int:
@@ -38,9 +42,9 @@ def _now_ms() -> int:
 
 
 class Batcher:
-    def __init__(self, store: MessageStore, hub: Hub, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, store: MessageStore, broker: Broker, *, max_batch: int = MAX_BATCH) -> None:
         self.store = store
-        self.hub = hub
+        self.broker = broker
         self.max_batch = max_batch
         self._pending: list[tuple[Message, asyncio.Future[Message]]] = []
         self._wake = asyncio.Event()
@@ -84,7 +88,7 @@ class Batcher:
         BATCH_SIZE.observe(len(batch))
         STORED.inc(len(stored))
         for message, (_, future) in zip(stored, batch, strict=True):
-            DELIVERIES.inc(self.hub.publish(message.room, RoomEvent(message=message)))
+            self.broker.published(message)
             if not future.done():
                 future.set_result(message)
 

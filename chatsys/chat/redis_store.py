@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chatsys.chat.store import order_key
-from chatsys.runtime.storage import check_redis_durability, redis_client
+from chatsys.runtime.storage import check_redis_durability, connect_redis
 from chatsys.stubs.chatsys.chat.v1 import FileRef, Message
 
 if TYPE_CHECKING:
@@ -70,8 +70,7 @@ class RedisMessageStore:
 
     @classmethod
     async def open(cls, url: str, *, retention: int) -> RedisMessageStore:
-        client = redis_client(url)
-        await client.ping()
+        client = await connect_redis(url)
         await check_redis_durability(client)
         return cls(client, retention)
 

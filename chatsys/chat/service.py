@@ -1,6 +1,6 @@
-"""ChatService: thin gRPC handlers over the batcher (writes), the store (reads) and the hub.
+"""ChatService: thin gRPC handlers over the batcher (writes), the store (reads) and the broker.
 
-Subscribe registers with the hub before it reads any history, then skips live messages it
+Subscribe registers with the broker before it reads any history, then skips live messages it
 already replayed: between the history read and the first live event nothing can slip through
 the gap, and nothing is sent twice.
 """
@@ -14,7 +14,8 @@ from grpclib.exceptions import GRPCError
 
 from chatsys import validation
 from chatsys.chat.batcher import Batcher
-from chatsys.chat.hub import Hub, HubClosed, Overflowed
+from chatsys.chat.broker import Broker
+from chatsys.chat.hub import HubClosed, Overflowed
 from chatsys.chat.store import MAX_HISTORY, MessageStore, order_key
 from chatsys.errors import BadRequest, TooLarge
 from chatsys.runtime import rpc
@@ -39,10 +40,10 @@ MAX_FILE_FIELD_CHARS = 512
 
 
 class ChatService(ChatServiceBase):
-    def __init__(self, store: MessageStore, hub: Hub, batcher: Batcher, *,
+    def __init__(self, store: MessageStore, broker: Broker, batcher: Batcher, *,
                  max_text_chars: int, history_limit: int) -> None:
         self.store = store
-        self.hub = hub
+        self.broker = broker
         self.batcher = batcher
         self.max_text_chars = max_text_chars
         self.history_limit = history_limit
@@ -98,14 +99,14 @@ class ChatService(ChatServiceBase):
             raise BadRequest("presence event must be join or leave")
         if len(presence.session) > MAX_SESSION_CHARS:
             raise BadRequest("session is too long")
-        self.hub.publish(presence.room, RoomEvent(presence=presence))
+        await self.broker.publish_presence(presence)
         return PublishPresenceResponse()
 
     @rpc.stream
     async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[RoomEvent]:
         room = validation.room_name(message.room)
         since = validation.message_id(message.since)
-        sub = self.hub.subscribe(room)
+        sub = await self.broker.subscribe(room)
         try:
             yield RoomEvent(subscribed=Subscribed(room=room))
             last = order_key(since) if since else (-1, -1)
@@ -125,4 +126,4 @@ class ChatService(ChatServiceBase):
                     continue
                 yield event
         finally:
-            self.hub.unsubscribe(sub)
+            self.broker.unsubscribe(sub)

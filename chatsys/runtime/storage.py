@@ -24,6 +24,10 @@ class StoreConfigError(RuntimeError):
     """``--store`` names a backend this build cannot open."""
 
 
+class StoreUnavailable(RuntimeError):
+    """The store named by ``--store`` did not answer at startup."""
+
+
 class Store(Protocol):
     """What every store offers the process: a readiness probe and a flushing close."""
 
@@ -83,6 +87,19 @@ def redis_client(url: str, **overrides: Any) -> Redis:
     }
     options.update(overrides)
     return Redis(**options)
+
+
+async def connect_redis(url: str, **overrides: Any) -> Redis:
+    """:func:`redis_client` that has answered a PING (else :class:`StoreUnavailable`)."""
+    from redis.exceptions import RedisError
+
+    client = redis_client(url, **overrides)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        await client.aclose()
+        raise StoreUnavailable(f"--store={url}: cannot reach Redis: {exc}") from None
+    return client
 
 
 async def check_redis_durability(client: Redis) -> None:

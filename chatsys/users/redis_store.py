@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chatsys.runtime.storage import redis_client
+from chatsys.runtime.storage import connect_redis
 from chatsys.users.store import SessionRecord
 
 if TYPE_CHECKING:
@@ -51,8 +51,7 @@ class RedisSessionStore:
 
     @classmethod
     async def open(cls, url: str) -> RedisSessionStore:
-        client = redis_client(url)
-        await client.ping()
+        client = await connect_redis(url)
         return cls(client)
 
     async def create(self, record: SessionRecord, token_hash: bytes) -> None:
