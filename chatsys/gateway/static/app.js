@@ -251,6 +251,7 @@
     list.setAttribute("aria-busy", "true"); // history is not read out item by item
     (f.history || []).forEach(addMessage);
     list.setAttribute("aria-busy", "false");
+    if (first && !list.children.length) $("empty").textContent = "No messages yet. Say hello!";
     S.welcomed = true;
     reconcile();
     clearErrors("connection");
@@ -344,7 +345,7 @@
     clearTimeout(S.pongTimer);
     setEnabled();
     if (!S.wanted) return;
-    const delay = Math.min(10000, 500 * 2 ** S.attempt) * (0.75 + Math.random() * 0.5);
+    const delay = Math.min(8000, 500 * 2 ** S.attempt) * (0.75 + Math.random() * 0.5);
     S.attempt += 1;
     S.retryAt = Date.now() + delay;
     S.retryTimer = setTimeout(connect, delay);
@@ -408,6 +409,7 @@
     $("messages").replaceChildren();
     $("activity").replaceChildren();
     $("empty").hidden = false;
+    $("empty").textContent = "Connecting…";
     showPending();
     setEnabled();
     connect();

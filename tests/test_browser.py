@@ -1,0 +1,200 @@
+"""The web chat page end to end: real headless Chromium (Playwright) against real P, A and B.
+
+Each test starts its own processes (under a second each) and its own browser contexts, and
+closes all of them however it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, expect
+
+from tests.browser_support import ChatPage, chromium
+from tests.gateway_support import System, start_gateway, start_system
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[System]:
+    # A small file limit so that too_large is quick to reach from the page.
+    with start_system(tmp_path, "granian", "--max-file-bytes=65536") as s:
+        yield s
+
+
+@pytest.fixture
+def pages(browser: Browser, system: System) -> Iterator[list[ChatPage]]:
+    opened: list[ChatPage] = []
+    yield opened
+    for page in opened:
+        page.close()
+    problems = [p for page in opened for p in page.problems]
+    assert not problems, problems
+
+
+def _open(pages: list[ChatPage], browser: Browser, base: str, *,
+          bypass_csp: bool = False) -> ChatPage:
+    page = ChatPage.open(browser, base, bypass_csp=bypass_csp)
+    pages.append(page)
+    return page
+
+
+def test_two_people_chat_and_share_a_file(browser: Browser, system: System,
+                                          pages: list[ChatPage]) -> None:
+    room = "browser-chat"
+    alice = _open(pages, browser, system.gateway.base)
+    bob = _open(pages, browser, system.gateway.base)
+    alice.join("alice", room)
+    bob.join("bob", room)
+    expect(alice.activity).to_contain_text("bob joined")
+
+    alice.send("hello bob")
+    item = bob.messages.filter(has_text="hello bob")
+    expect(item).to_have_count(1)
+    expect(item).to_contain_text("alice")
+    expect(item.locator("time")).to_have_attribute("datetime", re.compile(r"^\d{4}-\d\d-\d\dT"))
+    bob.send("hi alice")
+    expect(alice.messages.last).to_contain_text("bob")
+    expect(alice.messages.last).to_contain_text("hi alice")
+
+    data = os.urandom(40_000)
+    bob.upload("report.bin", data)
+    expect(bob.page.locator("#progress-text")).to_have_text("report.bin: 100 %")
+    link = alice.page.get_by_role("list", name="Messages").get_by_role("link", name="report.bin")
+    expect(link).to_have_count(1)
+    with alice.page.expect_download() as download:
+        link.click()
+    saved = download.value
+    assert saved.suggested_filename == "report.bin"
+    assert Path(saved.path()).read_bytes() == data
+
+    for page in (alice, bob):
+        expect(page.messages).to_have_count(3)
+    assert alice.ids() == bob.ids() and len(set(alice.ids())) == 3
+    assert alice.bodies()[:2] == bob.bodies()[:2] == ["hello bob", "hi alice"]
+    bob.close()
+    expect(alice.activity).to_contain_text("bob left")
+
+
+def test_markup_in_a_message_is_only_text(browser: Browser, system: System,
+                                          pages: list[ChatPage]) -> None:
+    room = "browser-xss"
+    mallory = _open(pages, browser, system.gateway.base)
+    # Bob's browser ignores the page's CSP: the safety must be in the page's code, not only in the
+    # policy (with it, an inline handler could not run anyway).
+    bob = _open(pages, browser, system.gateway.base, bypass_csp=True)
+    response = mallory.page.goto("/")
+    assert response is not None
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    mallory.join("mallory", room)
+    bob.join("bob", room)
+    attacks = ["<script>window.pwned = 'script'</script>",
+               "<img src=x onerror=\"window.pwned = 'img'\">",
+               "<b>bold?</b> &amp; <a href=\"javascript:window.pwned='a'\">link</a>"]
+    for text in attacks:
+        mallory.send(text)
+    for page in (mallory, bob):
+        expect(page.messages).to_have_count(len(attacks))
+        assert page.bodies() == attacks
+        messages = page.page.get_by_role("list", name="Messages")
+        assert messages.locator("script, img, b, a").count() == 0
+        assert page.page.evaluate("() => window.pwned") is None
+    assert httpx.get(f"{system.gateway.base}/static/app.js").headers["content-type"].startswith(
+        "text/javascript")
+    for hidden in ("/static/http_api.py", "/static/index.html", "/static/"):
+        assert httpx.get(f"{system.gateway.base}{hidden}").status_code == 404, hidden
+
+
+def test_every_error_is_shown_inline(browser: Browser, system: System,
+                                     pages: list[ChatPage]) -> None:
+    room = "browser-errors"
+    page = _open(pages, browser, system.gateway.base)
+    page.page.goto("/")
+    page.page.get_by_label("Name", exact=True).fill("eve")
+    page.page.get_by_label("Room", exact=True).fill("no spaces")
+    page.page.get_by_role("button", name="Join").click()
+    expect(page.alert).to_contain_text("(bad_request)")
+    expect(page.page.get_by_label("Room", exact=True)).to_have_attribute("aria-invalid", "true")
+    expect(page.message_input()).to_be_disabled()
+
+    page.join("eve", room)
+    expect(page.alert).to_be_empty()
+
+    # Faster than the gateway's 20 messages/s with a burst of 40.
+    page.send_many([f"burst {n}" for n in range(60)])
+    expect(page.alert).to_contain_text("Slow down (rate_limited)")
+    expect(page.message_input()).to_have_value(re.compile(r"^burst \d+$"))  # given back
+    page.page.get_by_role("button", name="Dismiss error").first.click()
+
+    page.upload("big.bin", b"x" * 70_000)
+    expect(page.alert).to_contain_text("(too_large)")
+    expect(page.alert).to_contain_text("Upload of big.bin failed")
+
+    system.b.proc.stop()  # B down: uploads answer 503 while text chat goes on
+    page.upload("small.txt", b"hello", "text/plain")
+    expect(page.alert).to_contain_text("(unavailable)")
+    before = page.messages.count()
+    page.send("still here")
+    expect(page.messages).to_have_count(before + 1)
+
+
+def test_gateway_restart_resumes_without_gaps_or_duplicates(
+        browser: Browser, system: System, pages: list[ChatPage], tmp_path: Path) -> None:
+    """Alice and Bob are on gateway 1, Carol on gateway 2. Gateway 1 restarts on its port;
+    meanwhile Carol sends more than a welcome's history, and Alice types. Everyone ends with the
+    same messages, each once, in one order."""
+    room = "browser-restart"
+    with start_gateway(system.a.port, system.b.port, tmp_path, "granian",
+                       "--rate-burst=200") as other:
+        alice = _open(pages, browser, system.gateway.base)
+        bob = _open(pages, browser, system.gateway.base)
+        carol = _open(pages, browser, other.base)
+        for page, name in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+            page.join(name, room)
+        alice.send("before 1")
+        bob.send("before 2")
+        carol.send("before 3")
+        for page in (alice, bob, carol):
+            expect(page.messages).to_have_count(3)
+        last_before = alice.ids()[-1]
+
+        system.gateway.proc.stop()  # drains: close 1001
+        expect(alice.status).to_contain_text("reconnecting", ignore_case=True)
+        expect(bob.status).to_contain_text("reconnecting", ignore_case=True)
+        alice.send("while down")  # queued until the page is back
+        expect(alice.page.get_by_text("1 message waiting")).to_be_visible()
+        gap = [f"gap {n}" for n in range(60)]  # more than the 50 of a welcome without since
+        carol.send_many(gap)
+        expect(carol.messages).to_have_count(3 + len(gap))
+
+        with start_gateway(system.a.port, system.b.port, tmp_path, "granian",
+                           port=system.gateway.port):
+            for page, name in ((alice, "alice"), (bob, "bob")):
+                expect(page.status).to_have_text(f"Connected as {name} in #{room}")
+            alice.send("after 1")
+            bob.send("after 2")
+            carol.send("after 3")
+            total = 3 + len(gap) + 1 + 3
+            for page in (alice, bob, carol):
+                expect(page.messages).to_have_count(total)
+            ids = carol.ids()
+            assert len(set(ids)) == total
+            for page in (alice, bob):
+                assert page.ids() == ids
+                assert page.bodies() == carol.bodies()
+            assert sorted(carol.bodies()) == sorted(
+                ["before 1", "before 2", "before 3", *gap, "while down",
+                 "after 1", "after 2", "after 3"])
+            # The page resumed from the last message it had seen.
+            assert any(f"since={last_before}" in url for url in alice.socket_urls[1:])
