@@ -15,8 +15,9 @@ VERBS = {
     "chat": "A: ChatService (room history and fan-out); combine with 'users'",
     "files": "B: FileService (durable uploads)",
     "all": "P, A and B as separate processes on this machine",
+    "lab": "the performance lab: 'lab run SCENARIO --out DIR', 'lab report DIR...'",
 }
-USAGE = "chatsys {gateway | users [chat] | chat | files [...] | all} [flags]"
+USAGE = "chatsys {gateway | users [chat] | chat | files [...] | all | lab} [flags]"
 
 
 def _top_help() -> str:
@@ -62,7 +63,13 @@ def parse(argv: Sequence[str]) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = parse(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] == "lab":
+        # The lab has subcommands and flags of its own, not a process's Settings.
+        from chatsys.lab.cli import main as lab_main
+
+        raise SystemExit(lab_main(args[1:]))
+    settings = parse(args)
     component = "+".join(settings.verbs)
     logs.configure(settings.log_level, settings.log_format, component)
     verb = settings.verbs[0]
