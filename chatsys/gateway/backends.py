@@ -1,25 +1,38 @@
-"""The gateway's calls to modules A and B: deadlines, balancing and error mapping in one place.
+"""The gateway's calls to modules A and B: deadlines, balancing, retries and error mapping.
 
-Every call gets the configured deadline and a channel from the service's pool; whatever goes
-wrong on the wire comes out as one of :mod:`chatsys.errors`' types, so the WebSocket and HTTP
-layers only ever render contract errors.
+Every call gets one deadline (``--grpc-timeout``) and endpoints from the service's pool, round
+robin. What may be retried on another endpoint depends on what a repeat could do:
+
+- reads (authenticate, history, stat, download, health) and ending a session are retried after
+  any failure that says "that endpoint is broken": connection refused or lost, UNAVAILABLE;
+- writes (append, upload, create session) only when the request certainly did no work: the
+  connection could not be opened, or the server refused it with UNAVAILABLE (A answers
+  UNAVAILABLE only *before* queueing an append). A write whose connection broke mid-call is
+  ambiguous — it may be stored — so it fails with ``unavailable`` instead of risking a
+  duplicate.
+
+Whatever goes wrong on the wire comes out as one of :mod:`chatsys.errors`' types, so the
+WebSocket and HTTP layers only ever render contract errors.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import TypeVar
 
+import anyio
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
-from chatsys.errors import ChatError, from_grpc
+from chatsys.errors import ChatError, Unavailable, from_grpc
 from chatsys.runtime import metrics
-from chatsys.runtime.grpc_clients import ChannelPool, parse_target
+from chatsys.runtime.grpc_clients import ChannelPool, Endpoint, NoEndpoint, parse_target
 from chatsys.runtime.settings import Settings
 from chatsys.stubs.chatsys.chat.v1 import (
     AppendRequest,
@@ -35,6 +48,7 @@ from chatsys.stubs.chatsys.chat.v1 import (
 )
 from chatsys.stubs.chatsys.files.v1 import (
     DownloadRequest,
+    DownloadResponse,
     FileInfo,
     FileServiceStub,
     StatRequest,
@@ -53,6 +67,29 @@ from chatsys.tokens import PREFIX, signer_for
 log = logging.getLogger("chatsys.gateway.backends")
 T = TypeVar("T")
 WIRE_ERRORS = (GRPCError, StreamTerminatedError, OSError, TimeoutError)
+MAX_ATTEMPTS = 3
+UPLOAD_DEADLINE_FACTOR = 12  # an upload or download streams up to --max-file-bytes
+
+
+class Retry(enum.Enum):
+    UNSENT = "unsent"  # only if the request did no work (writes)
+    BROKEN = "broken"  # after any failure of the endpoint (reads)
+
+
+def _did_no_work(exc: BaseException) -> bool:
+    """The request never reached a server, or the server refused it before doing anything."""
+    if isinstance(exc, GRPCError):
+        return exc.status is Status.UNAVAILABLE
+    return isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
+
+
+def _endpoint_broken(exc: BaseException) -> bool:
+    """The failure says more about the endpoint than about the request."""
+    return _did_no_work(exc) or isinstance(exc, StreamTerminatedError)
+
+
+def _retryable(exc: BaseException, retry: Retry) -> bool:
+    return _did_no_work(exc) if retry is Retry.UNSENT else _endpoint_broken(exc)
 
 
 class Backends:
@@ -60,50 +97,86 @@ class Backends:
 
     def __init__(self, settings: Settings) -> None:
         self.timeout = settings.grpc_timeout
-        self.users = ChannelPool(parse_target(settings.users_addr))
-        self.chat = ChannelPool(parse_target(settings.chat_addr))
-        self.files = ChannelPool(parse_target(settings.files_addr))
+        self.users = ChannelPool(parse_target(settings.users_addr), service="users")
+        self.chat = ChannelPool(parse_target(settings.chat_addr), service="chat")
+        self.files = ChannelPool(parse_target(settings.files_addr), service="files")
         self.pools = (self.users, self.chat, self.files)
         self.signer = signer_for(settings.auth_secret)
 
-    async def _call(self, pool: ChannelPool, call: Callable[[Channel], Awaitable[T]],
-                    *, retry: bool = False) -> T:
-        """One call on the next endpoint; a read that could not connect tries one other."""
-        attempts = 2 if retry else 1
-        for attempt in range(attempts):
+    async def _call(self, pool: ChannelPool, method: str,
+                    call: Callable[[Channel, float], Awaitable[T]], *, retry: Retry,
+                    budget: float | None = None) -> T:
+        """``call(channel, seconds_left)`` on the next endpoint, then on others if allowed.
+
+        ``budget`` (default ``--grpc-timeout``) is the deadline of all attempts together."""
+        deadline = anyio.current_time() + (budget or self.timeout)
+        tried: list[Endpoint] = []
+        while True:
             try:
-                channel = pool.pick()
-            except ConnectionRefusedError as exc:
+                endpoint, channel = pool.pick(avoid=tried)
+            except NoEndpoint as exc:
                 raise from_grpc(exc) from None
             try:
-                return await call(channel)
+                result = await call(channel, max(0.001, deadline - anyio.current_time()))
             except WIRE_ERRORS as exc:
                 metrics.record_client_failure(exc)
-                if not isinstance(exc, GRPCError):
-                    pool.failed(channel)
-                    if attempt + 1 < attempts:
-                        continue
+                if _endpoint_broken(exc):
+                    pool.failed(endpoint)
+                tried.append(endpoint)
+                if (_retryable(exc, retry) and len(tried) < MAX_ATTEMPTS
+                        and len(tried) < len(pool.endpoints)
+                        and anyio.current_time() < deadline):
+                    metrics.CLIENT_RETRIES.labels(pool.service, method).inc()
+                    log.info("%s.%s failed on %s (%s); retrying on another endpoint",
+                             pool.service, method, endpoint, type(exc).__name__)
+                    continue
                 raise from_grpc(exc) from None
-        raise AssertionError("unreachable")
+            pool.succeeded(endpoint)
+            return result
+
+    async def _open_stream(self, pool: ChannelPool, method: str,
+                           open_stream: Callable[[Channel, float], AsyncIterator[T]],
+                           ) -> tuple[T, AsyncIterator[T], Endpoint]:
+        """Open a server stream and read its first message within the deadline, retrying on
+        another endpoint like a read; returns that message, the open stream and its endpoint."""
+        opened: list[Endpoint] = []
+
+        async def first(channel: Channel, left: float) -> tuple[T, AsyncIterator[T]]:
+            stream = open_stream(channel, left)
+            try:
+                with anyio.fail_after(left):
+                    item = await anext(stream)
+            except StopAsyncIteration:
+                raise GRPCError(Status.INTERNAL, f"{method} ended before it started") from None
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()  # type: ignore[attr-defined]
+                raise
+            opened.append(pool.endpoint_of(channel))
+            return item, stream
+
+        item, stream = await self._call(pool, method, first, retry=Retry.BROKEN)
+        return item, stream, opened[-1]
 
     # UserService
     async def create_session(self, user: str, room: str) -> tuple[Session, str]:
-        reply = await self._call(self.users, lambda ch: UserServiceStub(ch).create_session(
-            CreateSessionRequest(user=user, room=room), timeout=self.timeout))
+        reply = await self._call(self.users, "CreateSession", lambda ch, t: UserServiceStub(
+            ch).create_session(CreateSessionRequest(user=user, room=room), timeout=t),
+            retry=Retry.UNSENT)
         assert reply.session is not None
         return reply.session, reply.token
 
     async def authenticate(self, token: str) -> Session:
         if self.signer is not None and token.startswith(PREFIX):
             return self.signer.verify(token)  # no call to A: any replica can verify
-        reply = await self._call(self.users, lambda ch: UserServiceStub(ch).authenticate(
-            AuthenticateRequest(token=token), timeout=self.timeout), retry=True)
+        reply = await self._call(self.users, "Authenticate", lambda ch, t: UserServiceStub(
+            ch).authenticate(AuthenticateRequest(token=token), timeout=t), retry=Retry.BROKEN)
         assert reply.session is not None
         return reply.session
 
     async def end_session(self, session_id: str) -> None:
-        await self._call(self.users, lambda ch: UserServiceStub(ch).end_session(
-            EndSessionRequest(session_id=session_id), timeout=self.timeout), retry=True)
+        await self._call(self.users, "EndSession", lambda ch, t: UserServiceStub(ch).end_session(
+            EndSessionRequest(session_id=session_id), timeout=t), retry=Retry.BROKEN)
 
     # ChatService
     async def append_text(self, session: Session, text: str) -> Message:
@@ -118,96 +191,110 @@ class Backends:
         return await self._append(request)
 
     async def _append(self, request: AppendRequest) -> Message:
-        reply = await self._call(self.chat, lambda ch: ChatServiceStub(ch).append(
-            request, timeout=self.timeout))
+        reply = await self._call(self.chat, "Append", lambda ch, t: ChatServiceStub(ch).append(
+            request, timeout=t), retry=Retry.UNSENT)
         assert reply.message is not None
         return reply.message
 
     async def history(self, room: str, since: str, limit: int) -> list[Message]:
-        reply = await self._call(self.chat, lambda ch: ChatServiceStub(ch).history(
-            HistoryRequest(room=room, since=since, limit=limit), timeout=self.timeout),
-            retry=True)
+        reply = await self._call(self.chat, "History", lambda ch, t: ChatServiceStub(ch).history(
+            HistoryRequest(room=room, since=since, limit=limit), timeout=t), retry=Retry.BROKEN)
         return list(reply.messages)
 
     async def publish_presence(self, session: Session, joined: bool) -> None:
         event = PresenceEvent.JOIN if joined else PresenceEvent.LEAVE
         presence = Presence(room=session.room, user=session.user, session=session.id, event=event)
-        await self._call(self.chat, lambda ch: ChatServiceStub(ch).publish_presence(
-            PublishPresenceRequest(presence=presence), timeout=self.timeout))
+        await self._call(self.chat, "PublishPresence", lambda ch, t: ChatServiceStub(
+            ch).publish_presence(PublishPresenceRequest(presence=presence), timeout=t),
+            retry=Retry.UNSENT)
 
     async def subscribe(self, room: str, since: str) -> AsyncIterator[RoomEvent]:
-        """The room's event stream; wire failures surface as :class:`ChatError`."""
-        try:
-            channel = self.chat.pick()
-        except ConnectionRefusedError as exc:
-            raise from_grpc(exc) from None
-        try:
-            async for event in ChatServiceStub(channel).subscribe(
-                    SubscribeRequest(room=room, since=since)):
-                yield event
-        except WIRE_ERRORS as exc:
-            if not isinstance(exc, GRPCError):
-                self.chat.failed(channel)
-            raise from_grpc(exc) from None
+        """The room's event stream from any replica; failures surface as :class:`ChatError`.
+
+        Only opening it has a deadline (its first event, ``subscribed``, must come in time);
+        then it lives as long as the room has members. If its replica dies the stream ends
+        with an error and the endpoint is ejected, so the caller's re-subscription (with
+        ``since``) lands on another replica.
+        """
+        first, stream, endpoint = await self._open_stream(
+            self.chat, "Subscribe", lambda ch, _t: ChatServiceStub(ch).subscribe(
+                SubscribeRequest(room=room, since=since)))
+        async with aclosing(stream):  # type: ignore[type-var]
+            try:
+                yield first
+                async for event in stream:
+                    yield event
+            except WIRE_ERRORS as exc:
+                metrics.record_client_failure(exc)
+                if _endpoint_broken(exc):
+                    self.chat.failed(endpoint)
+                raise from_grpc(exc) from None
 
     # FileService
     async def upload(self, meta: UploadMeta, chunks: AsyncIterable[bytes]) -> FileInfo:
+        started = False
+
         async def requests() -> AsyncIterator[UploadRequest]:
+            nonlocal started
+            started = True
             yield UploadRequest(meta=meta)
             async for chunk in chunks:
                 yield UploadRequest(data=chunk)
 
-        reply = await self._call(self.files, lambda ch: FileServiceStub(ch).upload(
-            requests(), timeout=self.timeout * 12))
-        assert reply.info is not None
-        return reply.info
+        async def call(channel: Channel, left: float) -> FileInfo:
+            if started:  # the body was consumed by a failed attempt: it cannot be sent again
+                raise Unavailable("the upload was interrupted, try again")
+            reply = await FileServiceStub(channel).upload(requests(), timeout=left)
+            assert reply.info is not None
+            return reply.info
+
+        return await self._call(self.files, "Upload", call, retry=Retry.UNSENT,
+                                budget=self.timeout * UPLOAD_DEADLINE_FACTOR)
 
     async def stat(self, file_id: str) -> FileInfo:
-        reply = await self._call(self.files, lambda ch: FileServiceStub(ch).stat(
-            StatRequest(id=file_id), timeout=self.timeout), retry=True)
+        reply = await self._call(self.files, "Stat", lambda ch, t: FileServiceStub(ch).stat(
+            StatRequest(id=file_id), timeout=t), retry=Retry.BROKEN)
         assert reply.info is not None
         return reply.info
 
     async def download(self, file_id: str) -> tuple[FileInfo, AsyncIterator[bytes]]:
         """The file's info, and an iterator over its bytes (the stream stays open until read)."""
-        channel = self.files.pick()
-        stream = FileServiceStub(channel).download(DownloadRequest(id=file_id),
-                                                   timeout=self.timeout * 12)
-        try:
-            first = await anext(stream)
-        except StopAsyncIteration:
-            raise from_grpc(GRPCError(Status.INTERNAL, "empty download")) from None
-        except WIRE_ERRORS as exc:
-            raise from_grpc(exc) from None
+        first, stream, _ = await self._open_stream(
+            self.files, "Download", lambda ch, _t: FileServiceStub(ch).download(
+                DownloadRequest(id=file_id), timeout=self.timeout * UPLOAD_DEADLINE_FACTOR))
         if first.info is None:
-            await stream.aclose()
+            await stream.aclose()  # type: ignore[attr-defined]
             raise ChatError("download did not start with file info")
 
-        async def data() -> AsyncIterator[bytes]:
-            try:
-                async for part in stream:
-                    if part.data:
-                        yield part.data
-            except WIRE_ERRORS as exc:
-                raise from_grpc(exc) from None
-            finally:
-                await stream.aclose()
+        async def data(parts: AsyncIterator[DownloadResponse]) -> AsyncIterator[bytes]:
+            async with aclosing(parts):  # type: ignore[type-var]
+                try:
+                    async for part in parts:
+                        if part.data:
+                            yield part.data
+                except WIRE_ERRORS as exc:
+                    raise from_grpc(exc) from None
 
-        return first.info, data()
+        return first.info, data(stream)
 
     # Readiness
     async def ready(self) -> bool:
-        """A and B both answer health checks with SERVING."""
-        for pool in (self.users, self.chat, self.files):
-            try:
-                channel = pool.pick()
-                reply = await HealthStub(channel).Check(HealthCheckRequest(service=""),
-                                                        timeout=min(self.timeout, 2.0))
-            except (*WIRE_ERRORS, ConnectionRefusedError):
-                return False
-            if reply.status != HealthCheckResponse.SERVING:
+        """A and B can both serve: some endpoint of each service answers SERVING."""
+        for pool in self.pools:
+            if not await self._any_serving(pool):
                 return False
         return True
+
+    async def _any_serving(self, pool: ChannelPool) -> bool:
+        for endpoint in pool.endpoints:
+            try:
+                reply = await HealthStub(pool.channel(endpoint)).Check(
+                    HealthCheckRequest(service=""), timeout=min(self.timeout, 2.0))
+            except WIRE_ERRORS:
+                continue
+            if reply.status == HealthCheckResponse.SERVING:
+                return True
+        return False
 
     def close(self) -> None:
         for pool in self.pools:

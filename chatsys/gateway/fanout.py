@@ -2,9 +2,12 @@
 
 A room's subscription task reads A's event stream, encodes each event to its JSON frame once,
 and offers that same string to every member's outbox without awaiting any socket. If the
-stream breaks, the task re-subscribes with ``since`` set to the last message it saw, so A
-replays what was missed: members see no gap and — thanks to their watermarks — no repeat.
-This module knows nothing of Quart; the transport hands it :class:`Connection` objects.
+stream breaks (its A replica died or is stopping), the task re-subscribes at once — the pool
+has ejected the dead endpoint, so this lands on another replica — with ``since`` set to the
+last message it saw (``"0"`` if the room had none: everything the room holds is then new), so
+A replays what was missed: members see no gap and — ids compared as strings, the
+contract's order — no repeat. Later attempts back off. This module knows nothing of Quart;
+the transport hands it :class:`Connection` objects.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from chatsys.errors import ChatError, Unavailable
 from chatsys.gateway import frames
 from chatsys.gateway import metrics as m
 from chatsys.gateway.connection import Connection
+from chatsys.runtime.metrics import RESUBSCRIBES
 from chatsys.stubs.chatsys.chat.v1 import Message, RoomEvent
 
 log = logging.getLogger("chatsys.gateway.fanout")
@@ -123,24 +127,26 @@ class RoomHub:
         return sum(len(room.members) for room in self.rooms.values())
 
     async def _follow(self, room: Room) -> None:
-        delay = RETRY_FIRST
+        delay = 0.0
         with room.scope:
             m.SUBSCRIPTIONS.inc()
             try:
                 while True:
                     try:
-                        async for event in self._subscribe(room.name, room.last_id):
+                        async for event in self._subscribe(room.name, _resume_from(room)):
                             if event.subscribed is not None:
                                 await self._prime(room)
                                 room.live.set()
+                                delay = 0.0  # was live: the next loss retries at once
                             else:
                                 self._dispatch(room, event)
-                            delay = RETRY_FIRST
                     except ChatError as exc:
-                        log.warning("room %s: subscription lost (%s), retrying", room.name, exc)
+                        log.warning("room %s: subscription lost (%s), resubscribing after "
+                                    "%s", room.name, exc, room.last_id or "the start")
                     room.live = _reset(room.live)
                     await anyio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX)
+                    delay = min(max(delay * 2, RETRY_FIRST), RETRY_MAX)
+                    RESUBSCRIBES.inc()
             finally:
                 m.SUBSCRIPTIONS.dec()
 
@@ -161,6 +167,13 @@ class RoomHub:
                 room.broadcast(frame, event.message.id)
         elif event.presence is not None:
             room.broadcast(frames.presence(event.presence), None)
+
+
+def _resume_from(room: Room) -> str:
+    """``since`` for (re)subscribing: nothing before priming, then the newest id seen."""
+    if room.last_id:
+        return room.last_id
+    return "0" if room.primed else ""
 
 
 def _reset(event: anyio.Event) -> anyio.Event:

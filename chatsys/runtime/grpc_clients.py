@@ -2,17 +2,24 @@
 
 gRPC over HTTP/2 multiplexes every call on one connection, so a client behind a ClusterIP
 Service sticks to one pod. The pool instead keeps one grpclib channel per endpoint — from a
-comma list, or from every address that ``dns:///name:port`` resolves to (re-resolved
-periodically) — and hands out channels round robin, skipping endpoints that just failed.
+comma list, or from every address that ``dns:///name:port`` resolves to — and hands out
+endpoints round robin, so each added replica takes its share of calls.
+
+Failures: an endpoint whose call could not reach it is *ejected* (skipped) for a few seconds,
+a caller may ask for "any endpoint but these" to retry elsewhere, and a DNS target is
+re-resolved at once (not only every ``resolve_every`` seconds), so a replica that went away
+leaves the rotation as soon as its address leaves the headless Service. A success readmits an
+ejected endpoint at once. Every pick and every ejection is counted per endpoint
+(``chatsys_grpc_client_calls_total`` / ``chatsys_grpc_client_ejections_total``), which is how
+an operator sees balance and failovers.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -23,13 +30,19 @@ from chatsys.runtime.settings import SettingsError
 
 log = logging.getLogger("chatsys.grpc.pool")
 EJECT_SECONDS = 2.0
+MIN_RESOLVE_GAP = 0.5  # failure-triggered re-resolution at most this often
+Endpoint = tuple[str, int]
+
+
+class NoEndpoint(ConnectionRefusedError):
+    """No endpoint is known (DNS not resolved yet) or every one was already tried."""
 
 
 @dataclass(frozen=True)
 class Target:
     """A parsed ``--*-addr`` value."""
 
-    endpoints: tuple[tuple[str, int], ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
     dns_name: str = ""
     dns_port: int = 0
 
@@ -38,7 +51,7 @@ class Target:
         return bool(self.dns_name)
 
 
-def _host_port(text: str) -> tuple[str, int]:
+def _host_port(text: str) -> Endpoint:
     host, sep, port = text.strip().rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -60,37 +73,52 @@ def parse_target(text: str) -> Target:
     return Target(endpoints=tuple(_host_port(p) for p in parts))
 
 
-async def resolve(name: str, port: int) -> list[tuple[str, int]]:
+async def resolve(name: str, port: int) -> list[Endpoint]:
     infos = await anyio.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     return sorted({(str(info[4][0]), port) for info in infos})
 
 
-class ChannelPool:
-    """Channels to every endpoint of one service, picked round robin."""
+def label(endpoint: Endpoint) -> str:
+    host, port = endpoint
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    def __init__(self, target: Target, *, resolve_every: float = 10.0) -> None:
+
+class ChannelPool:
+    """Channels to every endpoint of one service, picked round robin, failing ones skipped."""
+
+    def __init__(self, target: Target, *, service: str = "", resolve_every: float = 10.0,
+                 eject_seconds: float = EJECT_SECONDS) -> None:
         self.target = target
+        self.service = service or (target.dns_name or "static")
         self.resolve_every = resolve_every
-        self._channels: dict[tuple[str, int], Channel] = {}
-        self._order: list[tuple[str, int]] = []
-        self._cycle = itertools.cycle(())
-        self._ejected_until: dict[tuple[str, int], float] = {}
+        self.eject_seconds = eject_seconds
+        self._channels: dict[Endpoint, Channel] = {}
+        self._order: list[Endpoint] = []
+        self._next = 0
+        self._ejected_until: dict[Endpoint, float] = {}
+        self._resolve_now = anyio.Event()
         if not target.is_dns:
             self._set_endpoints(target.endpoints)
 
-    def _set_endpoints(self, endpoints: Sequence[tuple[str, int]]) -> None:
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return list(self._order)
+
+    def _set_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
         wanted = list(dict.fromkeys(endpoints))
         for gone in set(self._channels) - set(wanted):
             self._channels.pop(gone).close()
+            self._ejected_until.pop(gone, None)
         for endpoint in wanted:
             if endpoint not in self._channels:
                 channel = Channel(*endpoint)
                 metrics.instrument_channel(channel)
                 self._channels[endpoint] = channel
         if wanted != self._order:
-            log.info("endpoints: %s", ", ".join(f"{h}:{p}" for h, p in wanted) or "none")
+            log.info("%s endpoints: %s", self.service,
+                     ", ".join(label(e) for e in wanted) or "none")
         self._order = wanted
-        self._cycle = itertools.cycle(wanted)
+        metrics.CLIENT_ENDPOINTS.labels(self.service).set(len(wanted))
 
     async def refresh(self) -> None:
         if not self.target.is_dns:
@@ -104,27 +132,57 @@ class ChannelPool:
             self._set_endpoints(endpoints)
 
     async def run(self) -> None:
-        """Keep DNS targets fresh; runs in the gateway's task group until cancelled."""
+        """Keep DNS targets fresh (periodically, and soon after a failure) until cancelled."""
+        if not self.target.is_dns:
+            return
         while True:
             await self.refresh()
-            await anyio.sleep(self.resolve_every)
+            self._resolve_now = anyio.Event()
+            with anyio.move_on_after(self.resolve_every):
+                await self._resolve_now.wait()
+            await anyio.sleep(MIN_RESOLVE_GAP)
 
-    def pick(self) -> Channel:
-        """The next healthy endpoint's channel (any endpoint if all look unhealthy)."""
-        if not self._order:
-            raise ConnectionRefusedError("no endpoints resolved yet")
+    def pick(self, avoid: Collection[Endpoint] = ()) -> tuple[Endpoint, Channel]:
+        """The next healthy endpoint not in ``avoid`` (an ejected one if nothing else is left).
+
+        Raises :class:`NoEndpoint` when nothing is resolved or everything was avoided.
+        """
+        candidates = [e for e in self._order if e not in avoid]
+        if not candidates:
+            raise NoEndpoint(f"no {'other ' if avoid else ''}endpoint of {self.service}")
         now = time.monotonic()
-        for _ in range(len(self._order)):
-            endpoint = next(self._cycle)
-            if self._ejected_until.get(endpoint, 0.0) <= now:
-                return self._channels[endpoint]
-        return self._channels[next(self._cycle)]
+        healthy = [e for e in candidates if self._ejected_until.get(e, 0.0) <= now]
+        pool = healthy or candidates
+        endpoint = pool[self._next % len(pool)]
+        self._next += 1
+        metrics.CLIENT_CALLS.labels(self.service, label(endpoint)).inc()
+        return endpoint, self._channels[endpoint]
 
-    def failed(self, channel: Channel) -> None:
-        """A call on ``channel`` could not reach its endpoint: skip it for a while."""
-        for endpoint, ch in self._channels.items():
-            if ch is channel:
-                self._ejected_until[endpoint] = time.monotonic() + EJECT_SECONDS
+    def failed(self, endpoint: Endpoint) -> None:
+        """A call could not reach ``endpoint``: skip it for a while and re-resolve DNS soon."""
+        if endpoint not in self._channels:
+            return
+        now = time.monotonic()
+        if self._ejected_until.get(endpoint, 0.0) <= now:
+            metrics.CLIENT_EJECTIONS.labels(self.service, label(endpoint)).inc()
+            log.warning("%s: ejecting %s for %.1fs", self.service, label(endpoint),
+                        self.eject_seconds)
+        self._ejected_until[endpoint] = now + self.eject_seconds
+        self._resolve_now.set()
+
+    def succeeded(self, endpoint: Endpoint) -> None:
+        """A call reached ``endpoint``: it is back in the rotation at once."""
+        self._ejected_until.pop(endpoint, None)
+
+    def endpoint_of(self, channel: Channel) -> Endpoint:
+        return next(e for e, ch in self._channels.items() if ch is channel)
+
+    def channel(self, endpoint: Endpoint) -> Channel:
+        """The channel of a known endpoint, not counted as a call (health checks)."""
+        return self._channels[endpoint]
+
+    def is_ejected(self, endpoint: Endpoint) -> bool:
+        return self._ejected_until.get(endpoint, 0.0) > time.monotonic()
 
     def close(self) -> None:
         for channel in self._channels.values():

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from grpclib import events
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from chatsys.stubs.chatsys.chat.v1 import CHATSYS_CHAT_V1_CHAT_PROTO_DESCRIPTOR
@@ -80,6 +80,23 @@ class _GrpcMetrics:
 
 SERVER = _GrpcMetrics("server")
 CLIENT = _GrpcMetrics("client")
+
+# Client-side balancing (the gateway's pools): per-endpoint picks show the balance, ejections
+# and retries show failovers. `service` is users/chat/files, `endpoint` is host:port.
+CLIENT_CALLS = Counter("chatsys_grpc_client_calls_total",
+                       "Calls (attempts) sent to each endpoint of a backend service.",
+                       ("service", "endpoint"))
+CLIENT_EJECTIONS = Counter("chatsys_grpc_client_ejections_total",
+                           "Times an endpoint was taken out of rotation after a failed call.",
+                           ("service", "endpoint"))
+CLIENT_RETRIES = Counter("chatsys_grpc_client_retries_total",
+                         "Calls retried on another endpoint after the first one failed.",
+                         ("service", "method"))
+CLIENT_ENDPOINTS = Gauge("chatsys_grpc_client_endpoints",
+                         "Endpoints currently known for a backend service.", ("service",))
+RESUBSCRIBES = Counter("chatsys_room_resubscribes_total",
+                       "Room subscriptions re-established (resuming with since) after their "
+                       "stream to A ended.")
 
 
 def instrument_server(server: Any) -> None:
