@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 WAIT_MS = 15_000  # generous: the machine is shared
+expect.set_options(timeout=WAIT_MS)
 
 
 def chromium_path() -> str:

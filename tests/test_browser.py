@@ -104,7 +104,7 @@ def test_markup_in_a_message_is_only_text(browser: Browser, system: System,
                "<b>bold?</b> &amp; <a href=\"javascript:window.pwned='a'\">link</a>"]
     for text in attacks:
         mallory.send(text)
-    for page in (mallory, bob):
+    for page in (bob, mallory):
         expect(page.messages).to_have_count(len(attacks))
         assert page.bodies() == attacks
         messages = page.page.get_by_role("list", name="Messages")

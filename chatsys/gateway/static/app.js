@@ -79,12 +79,12 @@
     const [title, hint] = http
       ? [`HTTP error ${code}`, "The server answered with an error."]
       : ERRORS[code] || ["Error", "Something went wrong."];
+    const detail = message || hint;
     const text = el("p", {},
       el("strong", { text: title }),
       ` (${code}): `,
       context ? `${context} — ` : "",
-      message || hint,
-      message && message !== hint ? ` ${hint}` : "");
+      /[.!?]$/.test(detail) ? detail : `${detail}.`);
     const close = el("button", { type: "button", class: "dismiss", "aria-label": "Dismiss error", text: "×" });
     const box = el("div", { class: "error", "data-code": String(code), "data-source": source }, text, close);
     close.addEventListener("click", () => { box.remove(); $("text").focus(); });
@@ -170,7 +170,7 @@
     if (m.kind === "file" && m.file) {
       const link = el("a", { href: `/api/files/${encodeURIComponent(m.file.id)}`, class: "file", text: String(m.file.name) });
       link.addEventListener("click", (ev) => { ev.preventDefault(); download(m.file); });
-      body = el("div", { class: "body" }, link, el("span", { class: "size", text: ` ${size(m.file.size)}` }));
+      body = el("div", { class: "body" }, link, el("span", { class: "size", text: ` (${size(m.file.size)})` }));
     } else {
       body = el("div", { class: "body", text: String(m.text) });
     }
