@@ -3,8 +3,13 @@
 Layout under ``<data dir>/files``: ``ab/<id>`` holds the bytes and ``ab/<id>.json`` the
 metadata, where ``ab`` is the first two hex digits of the id (keeps directories small). Bytes
 stream into ``tmp/`` and are fsynced and renamed into place; the metadata is written the same
-way *after* the bytes, so a file exists exactly when its metadata does. All disk work runs in
-worker threads, never on the event loop.
+way *after* the bytes are durable, so a file exists exactly when its metadata does. All disk
+work runs in worker threads, never on the event loop.
+
+Several B replicas may share the directory: each file's metadata is its own small file (no
+index, so no single writer), ids are 128 random bits and temp files are opened with ``x``
+(exclusive), so two replicas never write the same path; readers only ever open renamed,
+complete files; and start-up cleans only temp files too old to belong to a live upload.
 """
 
 from __future__ import annotations
@@ -90,10 +95,12 @@ class Upload:
         os.fsync(self._fh.fileno())
         self._fh.close()
         final = self.store.data_path(self.id)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self.store.ensure_dir(final.parent)
         os.replace(self.tmp, final)
+        # The bytes' directory entry must be durable before the metadata that announces them.
+        _fsync_dir(final.parent)
         meta_tmp = self.store.tmp_dir / f"{self.id}.json.part"
-        with meta_tmp.open("x") as fh:
+        with meta_tmp.open("x", encoding="utf-8") as fh:
             json.dump(asdict(record), fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -132,6 +139,13 @@ class LocalFileStore:
                 if part.stat().st_mtime < cutoff:
                     part.unlink()
 
+    def ensure_dir(self, path: Path) -> None:
+        """Create a shard directory durably (another replica may be creating it too)."""
+        if path.is_dir():
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(path.parent)
+
     def data_path(self, file_id: str) -> Path:
         return self.root / file_id[:2] / file_id
 
@@ -149,7 +163,8 @@ class LocalFileStore:
 
         def read() -> FileRecord | None:
             try:
-                return FileRecord(**json.loads(self.meta_path(file_id).read_text()))
+                text = self.meta_path(file_id).read_text(encoding="utf-8")
+                return FileRecord(**json.loads(text))
             except FileNotFoundError:
                 return None
 
