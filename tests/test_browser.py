@@ -55,7 +55,17 @@ def test_two_people_chat_and_share_a_file(browser: Browser, system: System,
     alice = _open(pages, browser, system.gateway.base)
     bob = _open(pages, browser, system.gateway.base)
     alice.join("alice", room)
-    bob.join("bob", room)
+    # Bob uses only the keyboard: the name field has focus, Tab moves on, Enter submits.
+    bob.page.goto("/")
+    expect(bob.page.get_by_label("Name", exact=True)).to_be_focused()
+    bob.page.keyboard.type("bob")
+    bob.page.keyboard.press("Tab")
+    expect(bob.page.get_by_label("Room", exact=True)).to_be_focused()
+    bob.page.keyboard.press("ControlOrMeta+a")
+    bob.page.keyboard.type(room)
+    bob.page.keyboard.press("Enter")
+    expect(bob.status).to_have_text(f"Connected as bob in #{room}")
+    expect(bob.message_input()).to_be_focused()
     expect(alice.activity).to_contain_text("bob joined")
 
     alice.send("hello bob")
@@ -198,3 +208,31 @@ def test_gateway_restart_resumes_without_gaps_or_duplicates(
                  "after 1", "after 2", "after 3"])
             # The page resumed from the last message it had seen.
             assert any(f"since={last_before}" in url for url in alice.socket_urls[1:])
+
+
+def test_network_loss_reconnects_with_since(browser: Browser, system: System,
+                                            pages: list[ChatPage]) -> None:
+    room = "browser-offline"
+    alice = _open(pages, browser, system.gateway.base)
+    bob = _open(pages, browser, system.gateway.base)
+    alice.join("alice", room)
+    bob.join("bob", room)
+    alice.send("one")
+    expect(bob.messages).to_have_count(1)
+    seen = alice.ids()[-1]
+
+    alice.context.set_offline(True)
+    expect(alice.status).to_contain_text("reconnecting", ignore_case=True)
+    bob.send("two")
+    bob.send("three")
+    alice.send("four")  # waits for the network
+    expect(alice.page.get_by_text("1 message waiting")).to_be_visible()
+    expect(bob.messages).to_have_count(3)
+    alice.context.set_offline(False)
+
+    expect(alice.status).to_have_text(f"Connected as alice in #{room}")
+    for page in (alice, bob):
+        expect(page.messages).to_have_count(4)
+        assert page.bodies() == ["one", "two", "three", "four"]
+    assert alice.ids() == bob.ids()
+    assert any(f"since={seen}" in url for url in alice.socket_urls[1:])
