@@ -17,6 +17,7 @@ an operator sees balance and failovers.
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import time
 from collections.abc import Collection, Sequence
@@ -94,7 +95,9 @@ class ChannelPool:
         self.eject_seconds = eject_seconds
         self._channels: dict[Endpoint, Channel] = {}
         self._order: list[Endpoint] = []
-        self._next = 0
+        # Start the rotation anywhere, so gateways started together do not all send their
+        # first calls (and their long-lived room subscriptions) to the same endpoint.
+        self._next = random.randrange(1 << 16)
         self._ejected_until: dict[Endpoint, float] = {}
         self._resolve_now = anyio.Event()
         if not target.is_dns:

@@ -1,0 +1,251 @@
+"""Scale-out end to end: Redis, two A replicas, two B replicas on one shared directory, and two
+gateways that each balance over both replicas of A and of B — all real processes.
+
+- clients on different gateways chat in one room, both ways, and 100 messages spread over
+  both A replicas (their own ``grpc_server_handled_total`` says so);
+- files uploaded through one gateway download through the other;
+- SIGKILL of one A replica mid-conversation: a few sends at most get ``unavailable``, the
+  same WebSockets keep working, and every acknowledged message reaches every member exactly
+  once, in one order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import ClientConnection
+
+from tests import grpc_services
+from tests.chat_client import ChatClient
+from tests.redis_support import RedisServer, flush_db
+from tests.support import Proc, free_port, http_ok, running
+
+pytestmark = pytest.mark.anyio
+SCALE_DB = 2  # the contract suite empties database 1 of the same server
+
+
+@dataclass
+class Topology:
+    redis: RedisServer
+    a: list[grpc_services.Service]
+    b: list[grpc_services.Service]
+    gateways: list[tuple[Proc, int]]
+
+    @property
+    def ports(self) -> list[int]:
+        return [port for _, port in self.gateways]
+
+
+def gateway_args(port: int, a_ports: list[int], b_ports: list[int]) -> list[str]:
+    a = ",".join(f"127.0.0.1:{p}" for p in a_ports)
+    b = ",".join(f"127.0.0.1:{p}" for p in b_ports)
+    return ["gateway", "--host=127.0.0.1", f"--port={port}", f"--users-addr={a}",
+            f"--chat-addr={a}", f"--files-addr={b}", "--drain-timeout=0.2", "--grpc-timeout=5",
+            "--rate-limit=1000", "--rate-burst=1000"]
+
+
+@contextlib.contextmanager
+def start_topology(tmp: Path, redis: RedisServer) -> Iterator[Topology]:
+    flush_db(redis.port, SCALE_DB)
+    store = f"--store={redis.url(SCALE_DB)}"
+    shared = tmp / "shared-files"
+    with contextlib.ExitStack() as stack:
+        a = [stack.enter_context(grpc_services.start(["users", "chat"], tmp / f"a{i}", store))
+             for i in (1, 2)]
+        b = [stack.enter_context(grpc_services.start(["files"], shared)) for _ in (1, 2)]
+        gateways = []
+        for _ in (1, 2):
+            port = free_port()
+            proc = stack.enter_context(running(
+                gateway_args(port, [s.port for s in a], [s.port for s in b]),
+                ready=lambda port=port: http_ok(f"http://127.0.0.1:{port}/readyz"),  # type: ignore[misc]
+                log_dir=tmp))
+            gateways.append((proc, port))
+        yield Topology(redis, a, b, gateways)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def scrape(port: int, path: str = "/metrics") -> str:
+    return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).text
+
+
+class Member:
+    """A chat client whose frames are all read by one task, for tests that send and receive
+    at once: acks, errors and messages land in their own lists, in arrival order."""
+
+    def __init__(self, client: ChatClient) -> None:
+        self.client = client
+        self.ws: ClientConnection = client.ws
+        self.messages: list[dict[str, Any]] = list(client.welcome["history"])
+        self.acks: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, dict[str, Any]] = {}
+        self.closed: int | None = None
+        self.changed = anyio.Event()
+
+    async def read(self) -> None:
+        async for raw in self.ws:
+            frame = json.loads(raw)
+            kind = frame["type"]
+            if kind == "message":
+                self.messages.append(frame)
+            elif kind == "ack":
+                self.acks[frame["ref"]] = frame
+            elif kind == "error":
+                self.errors[str(frame.get("ref"))] = frame
+            self.changed.set()
+            self.changed = anyio.Event()
+        self.closed = self.ws.close_code
+
+    async def wait(self, done: Any, seconds: float) -> None:
+        """Until ``done()`` is true, re-checked after every frame."""
+        with anyio.fail_after(seconds):
+            while not done():
+                await self.changed.wait()
+
+    def ids(self) -> list[str]:
+        return [m["id"] for m in self.messages]
+
+
+
+@pytest.fixture
+def topology(tmp_path: Path, redis_server: RedisServer) -> Iterator[Topology]:
+    with start_topology(tmp_path, redis_server) as topo:
+        yield topo
+
+
+async def _members(topo: Topology, room: str, users: list[tuple[str, int]]) -> list[Member]:
+    return [Member(await ChatClient.connect(topo.ports[g], user, room)) for user, g in users]
+
+
+async def test_chat_across_gateways_and_a_replicas(topology: Topology) -> None:
+    ana, bo = await _members(topology, "scale", [("ana", 0), ("bo", 1)])
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ana.read)
+            tg.start_soon(bo.read)
+            # Both ways, one message each, seen by both.
+            await ana.client.send({"type": "text", "text": "hi from gw1", "ref": "a0"})
+            await bo.wait(lambda: bo.messages, 15)
+            await bo.client.send({"type": "text", "text": "hi from gw2", "ref": "b0"})
+            await ana.wait(lambda: len(ana.messages) == 2, 15)
+            assert [m["text"] for m in ana.messages] == ["hi from gw1", "hi from gw2"]
+            before = [metric(scrape(a.metrics_port), "grpc_server_handled_total",
+                             grpc_method="Append", grpc_code="OK") for a in topology.a]
+            # 100 more, from both gateways at once.
+            for i in range(50):
+                await ana.client.send({"type": "text", "text": f"a{i}", "ref": f"a{i + 1}"})
+                await bo.client.send({"type": "text", "text": f"b{i}", "ref": f"b{i + 1}"})
+            for member in (ana, bo):
+                await member.wait(lambda m=member: len(m.messages) == 102, 30)
+            await ana.wait(lambda: len(ana.acks) == 51, 15)
+            await bo.wait(lambda: len(bo.acks) == 51, 15)
+            tg.cancel_scope.cancel()
+    assert not ana.errors and not bo.errors
+    assert ana.ids() == bo.ids() == sorted(ana.ids()) and len(set(ana.ids())) == 102
+    after = [metric(scrape(a.metrics_port), "grpc_server_handled_total",
+                    grpc_method="Append", grpc_code="OK") for a in topology.a]
+    spread = [x - y for x, y in zip(after, before, strict=True)]
+    assert sum(spread) == 100 and min(spread) >= 25, spread  # round robin: about 50 each
+    # Each gateway saw both A endpoints and counts its calls per endpoint.
+    for _, port in topology.gateways:
+        text = scrape(port)
+        for a in topology.a:
+            assert metric(text, "chatsys_grpc_client_calls_total", service="chat",
+                          endpoint=f"127.0.0.1:{a.port}") > 0
+    await ana.client.close()
+    await bo.client.close()
+
+
+async def test_files_cross_gateways_and_b_replicas(topology: Topology) -> None:
+    ana = await ChatClient.connect(topology.ports[0], "ana", "files")
+    bo = await ChatClient.connect(topology.ports[1], "bo", "files")
+    blobs = [os.urandom(10_240 + i) for i in range(6)]
+    with anyio.fail_after(60):
+        for i, blob in enumerate(blobs):
+            up = await ana.upload(f"f{i}.bin", blob, "application/octet-stream")
+            assert up.status_code == 201, up.text
+            down = await bo.download(up.json()["url"])
+            assert down.status_code == 200 and down.content == blob
+    uploads = [metric(scrape(b.metrics_port), "grpc_server_handled_total",
+                      grpc_method="Upload", grpc_code="OK") for b in topology.b]
+    assert min(uploads) >= 2, uploads  # both B replicas took uploads
+    await ana.close()
+    await bo.close()
+
+
+async def test_killing_an_a_replica_mid_conversation(topology: Topology) -> None:
+    members = await _members(topology, "failover", [("ana", 0), ("bo", 1), ("cy", 0), ("di", 1)])
+    senders = members[:2]
+    per_sender, kill_at = 150, 50
+    killed = anyio.Event()
+    # Kill the replica that holds the most of the gateways' room subscriptions (streams still
+    # open: started but not handled), so the subscription failover is what gets tested.
+    open_streams = [metric(scrape(a.metrics_port), "grpc_server_started_total",
+                           grpc_method="Subscribe")
+                    - metric(scrape(a.metrics_port), "grpc_server_handled_total",
+                             grpc_method="Subscribe") for a in topology.a]
+    victim = topology.a[open_streams.index(max(open_streams))]
+    assert max(open_streams) >= 1, open_streams
+
+    async def send(member: Member, tag: str) -> None:
+        for i in range(per_sender):
+            await member.client.send({"type": "text", "text": f"{tag}{i}", "ref": f"{tag}{i}"})
+            if i == kill_at and tag == "a":
+                victim.proc.signal(signal.SIGKILL)
+                killed.set()
+            await anyio.sleep(0.01)
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as tg:
+            for member in members:
+                tg.start_soon(member.read)
+            async with anyio.create_task_group() as sending:
+                sending.start_soon(send, senders[0], "a")
+                sending.start_soon(send, senders[1], "b")
+            for member in senders:
+                await member.wait(lambda m=member: len(m.acks) + len(m.errors) == per_sender, 60)
+            acked = {a["id"] for m in senders for a in m.acks.values()}
+            for member in members:
+                await member.wait(lambda m=member: acked <= set(m.ids()), 60)
+            tg.cancel_scope.cancel()
+    assert killed.is_set()
+    errors = [e for m in senders for e in m.errors.values()]
+    assert {e["code"] for e in errors} <= {"unavailable"}, errors
+    assert len(errors) <= 10, errors  # only what was in flight on the killed replica
+    assert len(acked) >= 2 * per_sender - 10
+    for member in members:
+        ids = member.ids()
+        assert member.closed is None  # the same WebSocket, still open
+        assert len(ids) == len(set(ids)), "a message was delivered twice"
+        assert ids == sorted(ids), "messages out of order"
+        assert acked <= set(ids)
+    assert members[0].ids() == members[1].ids() == members[2].ids() == members[3].ids()
+    ejections = sum(metric(scrape(port), "chatsys_grpc_client_ejections_total", service="chat",
+                           endpoint=f"127.0.0.1:{victim.port}")
+                    for _, port in topology.gateways)
+    assert ejections >= 1
+    resubscribed = sum(metric(scrape(port), "chatsys_room_resubscribes_total")
+                       for _, port in topology.gateways)
+    assert resubscribed >= 1  # the room's stream really moved to the surviving replica
+    for member in members:
+        await member.client.close()
