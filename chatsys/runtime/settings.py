@@ -93,8 +93,9 @@ OPTIONS: tuple[Option, ...] = (
            "Prometheus exposition port (9100 for A, 9101 for B; 0 picks a free one)", GRPC_VERBS),
     Option("data_dir", Path, Path("chatsys-data"), "where the embedded store and files live",
            GRPC_VERBS | {"all"}),
-    Option("store", str, "", "A's store: sqlite:///path (default: under --data-dir)",
-           A_VERBS | {"all"}),
+    Option("store", str, "",
+           "A's store: sqlite:///path (default: under --data-dir), or redis://host:port/db "
+           "for N stateless replicas of A", A_VERBS | {"all"}),
     Option("users_addr", str, "127.0.0.1:50051",
            "UserService: host:port[,host:port...] or dns:///name:port", {"gateway"}),
     Option("chat_addr", str, "127.0.0.1:50051",
