@@ -77,12 +77,12 @@
   function showError(code, message, context = "", source = "action") {
     const http = typeof code === "number";
     const [title, hint] = http
-      ? [`HTTP error ${code}`, "The server answered with an error."]
+      ? [`HTTP error ${code}`, "The server answered with an unexpected error."]
       : ERRORS[code] || ["Error", "Something went wrong."];
     const detail = message || hint;
     const text = el("p", {},
       el("strong", { text: title }),
-      ` (${code}): `,
+      http ? ": " : ` (${code}): `,
       context ? `${context} — ` : "",
       /[.!?]$/.test(detail) ? detail : `${detail}.`);
     const close = el("button", { type: "button", class: "dismiss", "aria-label": "Dismiss error", text: "×" });
