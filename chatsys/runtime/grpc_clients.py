@@ -139,8 +139,8 @@ class ChannelPool:
         if not self.target.is_dns:
             return
         while True:
+            self._resolve_now = anyio.Event()  # before resolving: a failure meanwhile counts
             await self.refresh()
-            self._resolve_now = anyio.Event()
             with anyio.move_on_after(self.resolve_every):
                 await self._resolve_now.wait()
             await anyio.sleep(MIN_RESOLVE_GAP)
