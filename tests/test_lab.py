@@ -86,12 +86,16 @@ def test_latency_before_cpu_wins_and_a_single_slow_sample_does_not() -> None:
 def test_gateway_latency_counts_only_when_the_time_is_not_spent_in_a() -> None:
     modules = {"P-0": "P", "A-0": "A"}
     cpu = {"P-0": _cpu((0, 0.1), (1, 0.1)), "A-0": _cpu((0, 0.1), (1, 0.1))}
-    slow_a = {"A": [(T0 + 4, 0.2, 10.0)]}
-    ack = [(T0 + 4, 0.25, 10.0)]
+    slow_a = {"A": [(T0 + 4, 0.2, 10.0), (T0 + 6, 0.2, 10.0)]}
+    ack = [(T0 + 4, 0.25, 10.0), (T0 + 6, 0.25, 10.0)]
     assert decide(cpu, modules, t0=T0, grpc_p99=slow_a, ack_p99=ack).module == "A"
-    fast_a = {"A": [(T0 + 4, 0.01, 10.0)]}
+    fast_a = {"A": [(T0 + 4, 0.01, 10.0), (T0 + 6, 0.01, 10.0)]}
     verdict = decide(cpu, modules, t0=T0, grpc_p99=fast_a, ack_p99=ack)
     assert verdict.module == "P" and verdict.events[0].kind == "latency"
+    assert verdict.events[0].at == pytest.approx(4)
+    # One slow window alone is a blip, not saturation.
+    blip = decide(cpu, modules, t0=T0, grpc_p99=fast_a, ack_p99=ack[:1])
+    assert not blip.saturated
 
 
 def test_a_machine_busy_with_other_work_is_not_a_modules_saturation() -> None:

@@ -60,13 +60,26 @@ class RunData:
 
 
 def _span(meta: dict[str, Any], samples: Samples, locust: LocustData) -> tuple[float, float]:
-    start, end = meta.get("load_started"), meta.get("load_ended")
-    if start and end and end > start:
-        return float(start), float(end)
-    times = [r.t for r in locust.history] or [t for t in (samples.span() or ())]
-    if not times:
-        return 0.0, 1.0
-    return min(times), max(max(times), min(times) + 1.0)
+    """The seconds the load ran: from Locust's first history row to its run time, at most.
+
+    Locust's start-up before its first row and its teardown after the run time (every user
+    leaving at once) are not the load under study, so they stay out of windows and the rule.
+    """
+    rows = locust.history
+    if rows:
+        start, last = rows[0].t, rows[-1].t
+        run_time = float(meta.get("run_time") or 0)
+        end = min(last, start + run_time) if run_time > 0 else last
+        return start, max(end, start + 1.0)
+    begin, finish = meta.get("load_started"), meta.get("load_ended")
+    if begin and finish and finish > begin:
+        return float(begin), float(finish)
+    span = samples.span()
+    return span if span else (0.0, 1.0)
+
+
+def _clip(points: Points, t0: float, t1: float) -> Points:
+    return [(t, v) for t, v in points if t0 <= t <= t1]
 
 
 def load(run_dir: Path, rule: Rule | None = None) -> RunData:
@@ -102,8 +115,9 @@ def load(run_dir: Path, rule: Rule | None = None) -> RunData:
             keep=mine).get("all", [])
     ack = histogram_windows(samples, "chatsys_message_ack_seconds", edges, 0.99, module="P")
     connect = histogram_windows(samples, "chatsys_ws_connect_seconds", edges, 0.99, module="P")
-    verdict = decide(cpu, samples.modules, t0=t0, host=host, cores=cores, grpc_p99=grpc_p99,
-                     ack_p99=ack.get("all", []), rule=rule)
+    in_load = {t: _clip(p, t0, t1) for t, p in cpu.items()}
+    verdict = decide(in_load, samples.modules, t0=t0, host=_clip(host, t0, t1), cores=cores,
+                     grpc_p99=grpc_p99, ack_p99=ack.get("all", []), rule=rule)
     data = RunData(run_dir, meta, samples, locust, t0, t1, edges, cpu, rss, host, cores,
                    grpc_p99, grpc_methods, ack.get("all", []), connect.get("all", []), rule,
                    verdict)

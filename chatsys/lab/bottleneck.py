@@ -8,9 +8,10 @@ events* and names the module of the earliest one:
 1. **CPU** — a process of the module uses at least ``cpu_threshold`` cores, averaged over
    ``smooth`` consecutive samples (one slow scrape is not saturation). Locust counts as a
    module too: a saturated load generator makes every latency it reports suspect.
-2. **Latency** — A or B: the module's gRPC server p99 (all replicas, all methods) in a window
-   reaches ``latency_threshold``. P: the gateway's ack p99 reaches it while A's gRPC p99 in the
-   same window is under half of it (the time is spent in the gateway, not in A).
+2. **Latency** — A or B: the module's gRPC server p99 (all replicas, its own unary methods)
+   stays at ``latency_threshold`` or more for ``smooth - 1`` consecutive windows. P: the
+   gateway's ack p99 does, while A's gRPC p99 in the same windows is under half of it (the time
+   is spent in the gateway, not in A).
 3. **Machine** — every core of the machine together is busy at ``machine_threshold`` or more,
    at least half of it by this run's processes: then no process gets more CPU, and the
    bottleneck is the largest consumer at that moment. (A machine kept busy by others is a
@@ -92,26 +93,53 @@ def module_loads(cpu: Mapping[str, Points], modules: Mapping[str, str], t0: floa
     return loads
 
 
+def _sustained(windows: Sequence[Window], limit: float, count: int,
+               also: Mapping[float, float | None] | None = None) -> Window | None:
+    """The first of ``count`` consecutive busy windows at or over ``limit`` (None if never).
+
+    Windows without observations neither count nor break the run. ``also`` (window end → A's
+    p99) additionally requires A to be under half of the window's quantile.
+    """
+    run: list[Window] = []
+    for window in windows:
+        end, q, _ = window
+        if q is None:
+            continue
+        a_q = also.get(end) if also is not None else None
+        if q >= limit and (also is None or a_q is None or a_q < q / 2):
+            run.append(window)
+            if len(run) >= count:
+                return run[0]
+        else:
+            run = []
+    return None
+
+
 def latency_events(grpc_p99: Mapping[str, Sequence[Window]], ack_p99: Sequence[Window],
                    t0: float, rule: Rule) -> list[Event]:
-    """The first window in which A's, B's or the gateway's own latency crossed the threshold."""
+    """Where A's, B's or the gateway's own p99 stayed over the threshold for a while.
+
+    "A while" is ``smooth - 1`` consecutive windows with calls (at least one): as with CPU,
+    a single slow window on a shared machine is not saturation.
+    """
     events: list[Event] = []
-    limit = rule.latency_threshold
+    limit, count = rule.latency_threshold, max(1, rule.smooth - 1)
     for module in ("A", "B"):
-        for end, q, count in grpc_p99.get(module, ()):
-            if q is not None and q >= limit:
-                events.append(Event("latency", module, end - t0,
-                                    f"gRPC server p99 {q * 1000:.0f} ms over {count:.0f} calls"))
-                break
+        hit = _sustained(grpc_p99.get(module, ()), limit, count)
+        if hit is not None:
+            end, q, calls = hit
+            events.append(Event("latency", module, end - t0,
+                                f"gRPC server p99 {(q or 0) * 1000:.0f} ms over {calls:.0f} "
+                                "calls"))
     a_windows = {end: q for end, q, _ in grpc_p99.get("A", ())}
-    for end, q, count in ack_p99:
+    hit = _sustained(ack_p99, limit, count, a_windows)
+    if hit is not None:
+        end, q, messages = hit
         a_q = a_windows.get(end)
-        if q is not None and q >= limit and (a_q is None or a_q < q / 2):
-            a_text = f"{a_q * 1000:.0f} ms" if a_q is not None else "no calls"
-            events.append(Event("latency", "P", end - t0,
-                                f"ack p99 {q * 1000:.0f} ms over {count:.0f} messages while "
-                                f"A's gRPC p99 was {a_text}"))
-            break
+        a_text = f"{a_q * 1000:.0f} ms" if a_q is not None else "no calls"
+        events.append(Event("latency", "P", end - t0,
+                            f"ack p99 {(q or 0) * 1000:.0f} ms over {messages:.0f} messages "
+                            f"while A's gRPC p99 was {a_text}"))
     return events
 
 

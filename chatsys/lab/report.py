@@ -83,7 +83,8 @@ def rule_text(rule: Rule) -> list[str]:
         "runs its Python code on one core at a time, so a process is **saturated** when its "
         f"CPU, averaged over {rule.smooth} consecutive samples, reaches "
         f"**{rule.cpu_threshold:.2f} cores**. A module is also saturated when its own latency "
-        f"reaches **{rule.latency_threshold * 1000:.0f} ms** at p99 in a window (A and B: "
+        f"stays at **{rule.latency_threshold * 1000:.0f} ms** or more at p99 for "
+        f"{max(1, rule.smooth - 1)} consecutive windows (A and B: "
         "gRPC server p99 over their own methods; the gateway: ack p99 while A's gRPC p99 is "
         "under half of it), or when the machine's cores are together at least "
         f"**{rule.machine_threshold:.0%}** busy, at least half by this run's processes (then "
@@ -150,7 +151,8 @@ def comparison_table(runs: Sequence[RunData]) -> list[str]:
         f"Δ {d.name} vs {runs[0].name}" for d in runs[1:]) + " |"
     lines = [head, "|---|" + "---:|" * (2 * len(runs) - 1)]
     for metric, values in comparison_rows(runs):
-        cells = ["–" if v is None else f"{v:,.2f}" for v in values]
+        digits = 0 if metric in ("peak users", "requests") else 2
+        cells = ["–" if v is None else f"{v:,.{digits}f}" for v in values]
         deltas = []
         for v in values[1:]:
             base = values[0]
@@ -158,7 +160,7 @@ def comparison_table(runs: Sequence[RunData]) -> list[str]:
                 deltas.append("–")
             else:
                 pct = f" ({(v - base) / base:+.0%})" if base else ""
-                deltas.append(f"{v - base:+,.2f}{pct}")
+                deltas.append(f"{v - base:+,.{digits}f}{pct}")
         lines.append(f"| {metric} | " + " | ".join(cells + deltas) + " |")
     lines.append("| bottleneck | " + " | ".join(
         f"{d.verdict.module}{'' if d.verdict.saturated else ' (not saturated)'}" for d in runs)
