@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, running_command
+from tests.support import Proc, free_port, running_command
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -24,6 +24,7 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 class RedisServer:
     port: int
     dir: Path
+    proc: Proc
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -37,17 +38,19 @@ def redis_ping(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def start_redis(directory: Path) -> Iterator[RedisServer]:
+def start_redis(directory: Path, *, port: int | None = None) -> Iterator[RedisServer]:
+    """A redis-server on ``port`` (default: a free one) keeping its AOF in ``directory``; start
+    it again on the same directory and port to test a restart."""
     if not Path(REDIS_SERVER).exists():
         pytest.fail("redis-server is not installed (apt-get install redis-server)")
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
             "--protected-mode", "yes", "--maxmemory-policy", "noeviction"]
     with running_command(args, ready=lambda: redis_ping(port), log_dir=directory,
-                         name="redis-server"):
-        yield RedisServer(port, directory)
+                         name="redis-server") as proc:
+        yield RedisServer(port, directory, proc)
 
 
 @pytest.fixture(scope="session")

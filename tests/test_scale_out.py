@@ -15,6 +15,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +25,20 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection
 
+from chatsys.stubs.chatsys.chat.v1 import (
+    AppendRequest,
+    ChatServiceStub,
+    HistoryRequest,
+    SubscribeRequest,
+)
 from tests import grpc_services
 from tests.chat_client import ChatClient
-from tests.redis_support import RedisServer, flush_db
+from tests.redis_support import RedisServer, flush_db, start_redis
 from tests.support import Proc, free_port, http_ok, running
 
 pytestmark = pytest.mark.anyio
@@ -249,3 +259,72 @@ async def test_killing_an_a_replica_mid_conversation(topology: Topology) -> None
     assert resubscribed >= 1  # the room's stream really moved to the surviving replica
     for member in members:
         await member.client.close()
+
+
+def test_a_without_redis_exits_with_a_clear_error(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "chatsys", "users", "chat", f"--store=redis://127.0.0.1:{port}/0",
+         "--host=127.0.0.1", "--port=0", "--metrics-port=0", f"--data-dir={tmp_path}"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "cannot reach Redis" in result.stderr + result.stdout
+
+
+async def test_redis_killed_and_restarted_loses_no_ack(tmp_path: Path) -> None:
+    """SIGKILL of Redis itself: what was acknowledged is still there after its restart (AOF,
+    appendfsync always), and a live subscription on A carries on from where it was."""
+    redis_dir = tmp_path / "redis"
+    with start_redis(redis_dir) as redis, grpc_services.start(
+            ["users", "chat"], tmp_path / "a", f"--store={redis.url()}") as a:
+        ch = Channel("127.0.0.1", a.port)
+        chat = ChatServiceStub(ch)
+        got: list[str] = []
+        seen = anyio.Event()
+
+        async def follow() -> None:
+            nonlocal seen
+            async for event in chat.subscribe(SubscribeRequest(room="phoenix")):
+                if event.message is not None and event.message.text:
+                    got.append(event.message.text)
+                    seen.set()
+                    seen = anyio.Event()
+
+        async def append(text: str) -> str:
+            reply = await chat.append(AppendRequest(room="phoenix", user="ana", text=text),
+                                      timeout=10)
+            assert reply.message is not None
+            return reply.message.id
+
+        try:
+            with anyio.fail_after(90):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(follow)
+                    while not got:  # the subscription is live once a message comes through
+                        await append("before")
+                        with anyio.move_on_after(1):
+                            await seen.wait()
+                    acked = [await append(f"acked{i}") for i in range(5)]
+                    redis.proc.signal(signal.SIGKILL)
+                    await anyio.to_thread.run_sync(redis.proc.wait, 15)
+                    with start_redis(redis_dir, port=redis.port):
+                        later = await _append_until_up(append, "after")
+                        history = await chat.history(HistoryRequest(room="phoenix"),
+                                                     timeout=10)
+                        while "after" not in got:
+                            await seen.wait()
+                        tg.cancel_scope.cancel()
+        finally:
+            ch.close()
+    kept = [m.id for m in history.messages]
+    assert set(acked) <= set(kept) and later in kept
+    assert got[-6:] == [f"acked{i}" for i in range(5)] + ["after"]
+
+
+async def _append_until_up(append: Any, text: str) -> str:
+    """A's first appends fail while Redis restarts; retry (a refused append stores nothing)."""
+    while True:
+        try:
+            return str(await append(text))
+        except GRPCError:
+            await anyio.sleep(0.2)

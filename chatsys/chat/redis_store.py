@@ -64,15 +64,22 @@ def decode(room: str, entry_id: str, fields: dict[str, str]) -> Message:
 
 
 class RedisMessageStore:
-    def __init__(self, client: Redis, retention: int) -> None:
+    def __init__(self, client: Redis, writer: Redis, retention: int) -> None:
         self._redis = client
+        self._writer = writer
         self.retention = retention
 
     @classmethod
     async def open(cls, url: str, *, retention: int) -> RedisMessageStore:
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         client = await connect_redis(url)
         await check_redis_durability(client)
-        return cls(client, retention)
+        # Appends never retry by themselves: a transaction whose reply was lost may have been
+        # applied, and sending it again would store the batch twice.
+        writer = await connect_redis(url, retry=Retry(NoBackoff(), 0))
+        return cls(client, writer, retention)
 
     async def append(self, batch: Sequence[Message], ts_ms: int) -> list[Message]:
         """One MULTI/EXEC: the batch is stored whole or not at all, in order.
@@ -82,7 +89,7 @@ class RedisMessageStore:
         """
         if not batch:
             return []
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._writer.pipeline(transaction=True) as pipe:
             for msg in batch:
                 pipe.xadd(room_key(msg.room), encode(msg, ts_ms),  # type: ignore[arg-type]
                           maxlen=self.retention, approximate=True)
@@ -119,4 +126,5 @@ class RedisMessageStore:
 
     async def aclose(self) -> None:
         """Nothing is buffered: every append was acknowledged by Redis before it returned."""
+        await self._writer.aclose()
         await self._redis.aclose()
