@@ -156,6 +156,7 @@ class Children:
                     env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
             *args, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
+            limit=1 << 26,  # one JSON line from a load worker can hold every receipt of a step
             cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.procs.append(proc)
         _LIVE[proc.pid] = {proc.pid}

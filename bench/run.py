@@ -69,6 +69,7 @@ class Params:
     p99_limit_ms: float
     procs: int
     cooldown: float
+    retries: int
 
 
 @dataclass
@@ -123,7 +124,8 @@ async def _wait_ready(proc: asyncio.subprocess.Process, port: int, http: bool) -
             await asyncio.sleep(0.2)
 
 
-def command(target: str, port: int, data_dir: Path, store: str | None) -> list[str]:
+def command(target: str, port: int, data_dir: Path, store: str | None,
+            extra: tuple[str, ...] = ()) -> list[str]:
     if not target.startswith("chatsys"):
         return [PYTHON, "-m", "bench.refs", target.removeprefix("quart-"), "--port", str(port)]
     server = "hypercorn" if target == "chatsys-hypercorn" else "granian"
@@ -132,16 +134,17 @@ def command(target: str, port: int, data_dir: Path, store: str | None) -> list[s
            "--drain-timeout", "0.2", "--shutdown-grace", "5"]
     if store:
         cmd += ["--store", store]
-    return cmd
+    return [*cmd, *extra]
 
 
 @contextlib.asynccontextmanager
-async def started(target: str, children: Children, log_dir: Path, store: str | None = None):  # type: ignore[no-untyped-def]
+async def started(target: str, children: Children, log_dir: Path,  # type: ignore[no-untyped-def]
+                  store: str | None = None, extra: tuple[str, ...] = ()):
     """Start ``target`` on a free port and stop its whole process tree afterwards."""
     port = free_port()
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{target}-", dir=log_dir))
     log = (log_dir / f"{target}.log").open("ab")
-    proc = await children.spawn(command(target, port, data_dir, store), stdout=log,
+    proc = await children.spawn(command(target, port, data_dir, store, extra), stdout=log,
                                 stderr=log)
     log.close()
     try:
@@ -208,7 +211,7 @@ async def knee_search(step: Callable[[float], Awaitable[dict[str, Any]]], p: Par
             break
     if hi is None:
         return lo
-    while lo == 0 and hi > 10:
+    while lo == 0 and hi > p.knee_start / 8:
         rate = round(hi / 2)
         if holds(await step(rate), p.p99_limit_ms):
             lo = rate
@@ -240,12 +243,24 @@ async def measure(target: str, p: Params, children: Children, log_dir: Path,
             steps: dict[float, dict[str, Any]] = {}
 
             async def step(rate: float) -> dict[str, Any]:
-                if rate not in steps:
-                    steps[rate] = await gen.messages(rate, p.step_seconds)
-                    steps[rate]["holds"] = holds(steps[rate], p.p99_limit_ms)
-                    if not steps[rate]["holds"]:
-                        await asyncio.sleep(p.cooldown)  # let a saturated server catch up
-                return steps[rate]
+                """One rate, measured once; a failure is confirmed by a second attempt (a
+                shared machine stalls now and then), and the better attempt is kept."""
+                if rate in steps:
+                    return steps[rate]
+                attempts = []
+                for _ in range(1 + p.retries):
+                    r = await gen.messages(rate, p.step_seconds)
+                    r["holds"] = holds(r, p.p99_limit_ms)
+                    attempts.append(r)
+                    if r["holds"]:
+                        break
+                    await asyncio.sleep(p.cooldown)  # let a saturated server catch up
+                best = next((a for a in attempts if a["holds"]), attempts[-1])
+                best["attempts"] = [{k: a[k] for k in ("ack_p99_ms", "delivery_ratio",
+                                                       "unacked", "send_lag_p99_ms", "holds")}
+                                    for a in attempts]
+                steps[rate] = best
+                return best
 
             for rate in p.rates:
                 await step(rate)
@@ -438,13 +453,14 @@ def params(args: argparse.Namespace) -> Params:
                       rates=_rates(args.rates or "50"), step_seconds=args.step_seconds or 1.0,
                       knee=args.knee == "on", knee_start=50, knee_max=100,
                       knee_resolution=0.5, knee_bisect=0, p99_limit_ms=args.p99_limit,
-                      procs=args.procs or 1, cooldown=0.2)
+                      procs=args.procs or 1, cooldown=0.2, retries=0)
     return Params(users=args.users or 2000, connect_rate=args.connect_rate or 200,
                   room_size=args.room_size or 20, rates=_rates(args.rates or "250,500,1000"),
                   step_seconds=args.step_seconds or 3.0, knee=args.knee != "off",
                   knee_start=args.knee_start, knee_max=args.knee_max,
                   knee_resolution=0.15, knee_bisect=args.knee_bisect,
-                  p99_limit_ms=args.p99_limit, procs=args.procs or 2, cooldown=2.0)
+                  p99_limit_ms=args.p99_limit, procs=args.procs or 2, cooldown=1.5,
+                  retries=args.retries)
 
 
 def _rates(text: str) -> list[float]:
@@ -470,6 +486,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--knee-start", type=float, default=250.0)
     parser.add_argument("--knee-max", type=float, default=16000.0)
     parser.add_argument("--knee-bisect", type=int, default=3, help="bisection steps")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="extra attempts before a failing step counts as failed")
     parser.add_argument("--p99-limit", type=float, default=100.0, help="ack p99 bound, ms")
     parser.add_argument("--procs", type=int, default=None,
                         help="load worker processes (default 2; 1 with --quick)")

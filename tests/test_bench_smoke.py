@@ -1,0 +1,38 @@
+"""The benchmark runner's smoke mode end to end: it starts the bare ``websockets`` reference and
+``chatsys all``, connects a few users, sends one short message step, and prints its JSON.
+
+Timing is not asserted: the machine running the tests may be busy. What is checked is that the
+pipeline works and reports the figures the performance docs are made of.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_run_prints_figures_as_json(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--targets",
+         "websockets,chatsys-granian", "--out", str(tmp_path), "--json",
+         str(tmp_path / "result.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    assert out.returncode == 0, out.stderr[-4000:]
+    lines = out.stdout.strip().splitlines()
+    assert "websockets" in out.stdout and "chatsys-granian" in out.stdout  # the table
+    result = json.loads(lines[-1])
+    assert json.loads((tmp_path / "result.json").read_text())["median"] == result["median"]
+    assert set(result) >= {"params", "machine", "targets", "median", "ratios", "verdict"}
+    assert result["targets"] == ["websockets", "chatsys-granian"]
+    for target in result["targets"]:
+        figures = result["median"][target]
+        assert {"connect_mean_ms", "connect_p50_ms", "connect_p99_ms", "connect_failures",
+                "ack_p99_ms@50", "delivery@50", "achieved@50"} <= set(figures)
+        assert figures["connect_failures"] == 0
+        assert figures["delivery@50"] == 1.0
+    assert result["ratios"]["websockets"]["connect_mean"] == 1.0
+    assert "connect_mean_le_10ms" in result["verdict"]["chatsys-granian"]
