@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.browser_support import ChatPage, chromium
-from tests.gateway_support import System, start_gateway, start_system
+from tests.gateway_support import SERVERS, System, start_gateway, start_system
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +26,10 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def system(tmp_path: Path) -> Iterator[System]:
+def system(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
+    server = getattr(request, "param", "granian")
     # A small file limit so that too_large is quick to reach from the page.
-    with start_system(tmp_path, "granian", "--max-file-bytes=65536") as s:
+    with start_system(tmp_path, server, "--max-file-bytes=65536") as s:
         yield s
 
 
@@ -49,6 +50,7 @@ def _open(pages: list[ChatPage], browser: Browser, base: str, *,
     return page
 
 
+@pytest.mark.parametrize("system", SERVERS, indirect=True)
 def test_two_people_chat_and_share_a_file(browser: Browser, system: System,
                                           pages: list[ChatPage]) -> None:
     room = "browser-chat"
