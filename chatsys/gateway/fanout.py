@@ -30,6 +30,7 @@ log = logging.getLogger("chatsys.gateway.fanout")
 Subscribe = Callable[[str, str], AsyncIterator[RoomEvent]]
 History = Callable[[str], Awaitable[list[Message]]]
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0
+STABLE = 1.0  # seconds a subscription must have been live for its loss to be retried at once
 
 
 class Room:
@@ -127,25 +128,31 @@ class RoomHub:
         return sum(len(room.members) for room in self.rooms.values())
 
     async def _follow(self, room: Room) -> None:
-        delay = 0.0
+        delay = RETRY_FIRST
         with room.scope:
             m.SUBSCRIPTIONS.inc()
             try:
                 while True:
+                    live_since: float | None = None
                     try:
                         async for event in self._subscribe(room.name, _resume_from(room)):
                             if event.subscribed is not None:
                                 await self._prime(room)
                                 room.live.set()
-                                delay = 0.0  # was live: the next loss retries at once
+                                live_since = anyio.current_time()
                             else:
                                 self._dispatch(room, event)
                     except ChatError as exc:
                         log.warning("room %s: subscription lost (%s), resubscribing after "
                                     "%s", room.name, exc, room.last_id or "the start")
                     room.live = _reset(room.live)
-                    await anyio.sleep(delay)
-                    delay = min(max(delay * 2, RETRY_FIRST), RETRY_MAX)
+                    # A stream that had been live a while lost its replica: retry at once
+                    # (elsewhere). One that keeps failing backs off.
+                    if live_since is not None and anyio.current_time() - live_since > STABLE:
+                        delay = RETRY_FIRST
+                    else:
+                        await anyio.sleep(delay)
+                        delay = min(delay * 2, RETRY_MAX)
                     RESUBSCRIBES.inc()
             finally:
                 m.SUBSCRIPTIONS.dec()
