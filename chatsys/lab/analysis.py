@@ -115,9 +115,14 @@ def load(run_dir: Path, rule: Rule | None = None) -> RunData:
             keep=mine).get("all", [])
     ack = histogram_windows(samples, "chatsys_message_ack_seconds", edges, 0.99, module="P")
     connect = histogram_windows(samples, "chatsys_ws_connect_seconds", edges, 0.99, module="P")
+    calls_to_a = histogram_windows(
+        samples, "grpc_client_handling_seconds", edges, 0.99, module="P",
+        keep=lambda lb: (lb.get("grpc_service", "").startswith(("chatsys.users", "chatsys.chat"))
+                         and lb.get("grpc_type") == "unary")).get("all", [])
     in_load = {t: _clip(p, t0, t1) for t, p in cpu.items()}
     verdict = decide(in_load, samples.modules, t0=t0, host=_clip(host, t0, t1), cores=cores,
-                     grpc_p99=grpc_p99, ack_p99=ack.get("all", []), rule=rule)
+                     grpc_p99=grpc_p99, ack_p99=ack.get("all", []),
+                     a_from_gateway=calls_to_a, rule=rule)
     data = RunData(run_dir, meta, samples, locust, t0, t1, edges, cpu, rss, host, cores,
                    grpc_p99, grpc_methods, ack.get("all", []), connect.get("all", []), rule,
                    verdict)
@@ -166,7 +171,9 @@ def supporting_evidence(data: RunData) -> list[str]:
         out.append(f"Ack latency (gateway): p99 {_fmt_ms(q_a)} at {data.users_at(t_a)} users → "
                    f"{_fmt_ms(q_b)} at {data.users_at(t_b)} users.")
     onset = data.locust.failure_onset()
-    if onset is None:
+    if not data.locust.history:
+        out.append("Failures: unknown (Locust wrote no history).")
+    elif onset is None:
         out.append("Failures: none.")
     else:
         top = data.locust.failures[0] if data.locust.failures else None

@@ -10,8 +10,8 @@ events* and names the module of the earliest one:
    module too: a saturated load generator makes every latency it reports suspect.
 2. **Latency** — A or B: the module's gRPC server p99 (all replicas, its own unary methods)
    stays at ``latency_threshold`` or more for ``smooth - 1`` consecutive windows. P: the
-   gateway's ack p99 does, while A's gRPC p99 in the same windows is under half of it (the time
-   is spent in the gateway, not in A).
+   gateway's ack p99 does, while the gateway's own gRPC calls to A (client-side p99, so A's
+   queueing counts as A's) took under half of it: the time is spent in the gateway, not in A.
 3. **Machine** — every core of the machine together is busy at ``machine_threshold`` or more,
    at least half of it by this run's processes: then no process gets more CPU, and the
    bottleneck is the largest consumer at that moment. (A machine kept busy by others is a
@@ -116,7 +116,8 @@ def _sustained(windows: Sequence[Window], limit: float, count: int,
 
 
 def latency_events(grpc_p99: Mapping[str, Sequence[Window]], ack_p99: Sequence[Window],
-                   t0: float, rule: Rule) -> list[Event]:
+                   t0: float, rule: Rule,
+                   a_from_gateway: Sequence[Window] = ()) -> list[Event]:
     """Where A's, B's or the gateway's own p99 stayed over the threshold for a while.
 
     "A while" is ``smooth - 1`` consecutive windows with calls (at least one): as with CPU,
@@ -131,7 +132,10 @@ def latency_events(grpc_p99: Mapping[str, Sequence[Window]], ack_p99: Sequence[W
             events.append(Event("latency", module, end - t0,
                                 f"gRPC server p99 {(q or 0) * 1000:.0f} ms over {calls:.0f} "
                                 "calls"))
-    a_windows = {end: q for end, q, _ in grpc_p99.get("A", ())}
+    # A as the gateway sees it (its client-side call p99) includes A's queueing and the wire;
+    # without it, A's own server p99 is the best estimate.
+    a_seen = a_from_gateway or grpc_p99.get("A", ())
+    a_windows = {end: q for end, q, _ in a_seen}
     hit = _sustained(ack_p99, limit, count, a_windows)
     if hit is not None:
         end, q, messages = hit
@@ -139,7 +143,7 @@ def latency_events(grpc_p99: Mapping[str, Sequence[Window]], ack_p99: Sequence[W
         a_text = f"{a_q * 1000:.0f} ms" if a_q is not None else "no calls"
         events.append(Event("latency", "P", end - t0,
                             f"ack p99 {(q or 0) * 1000:.0f} ms over {messages:.0f} messages "
-                            f"while A's gRPC p99 was {a_text}"))
+                            f"while its calls to A took {a_text} at p99"))
     return events
 
 
@@ -170,7 +174,8 @@ def machine_event(host: Points, cores: int, cpu: Mapping[str, Points],
 def decide(cpu: Mapping[str, Points], modules: Mapping[str, str], *, t0: float,
            host: Points = (), cores: int = 0,
            grpc_p99: Mapping[str, Sequence[Window]] | None = None,
-           ack_p99: Sequence[Window] = (), rule: Rule | None = None) -> Verdict:
+           ack_p99: Sequence[Window] = (), a_from_gateway: Sequence[Window] = (),
+           rule: Rule | None = None) -> Verdict:
     """Apply the rule (see the module docstring) to one run's series."""
     rule = rule or Rule()
     loads = module_loads(cpu, modules, t0, rule)
@@ -178,7 +183,7 @@ def decide(cpu: Mapping[str, Points], modules: Mapping[str, str], *, t0: float,
                     f"{load.busiest} reached {rule.cpu_threshold:.2f} cores "
                     f"(peak {load.peak:.2f})")
               for load in loads if load.saturated_at is not None]
-    events += latency_events(grpc_p99 or {}, ack_p99, t0, rule)
+    events += latency_events(grpc_p99 or {}, ack_p99, t0, rule, a_from_gateway)
     machine = machine_event(list(host), cores, cpu, modules, t0, rule)
     if machine is not None:
         events.append(machine)

@@ -77,7 +77,7 @@ class LabRun:
 
     async def main(self, stop: anyio.Event) -> int:
         self.out.mkdir(parents=True, exist_ok=True)
-        code = EXIT_OK
+        code = EXIT_FAILED
         try:
             code = await self._run(stop)
         except TopologyError as exc:
@@ -85,13 +85,14 @@ class LabRun:
             say(f"error: {exc}")
             code = EXIT_SETUP
         finally:
+            # Shielded: a second Ctrl-C cancels the run, never the cleanup or the report.
             with anyio.CancelScope(shield=True):
                 await self._cleanup()
-        if stop.is_set():
-            self.meta["interrupted"] = True
-            code = EXIT_INTERRUPTED
-        self._write_meta()
-        self._report()
+                if stop.is_set():
+                    self.meta["interrupted"] = True
+                    code = EXIT_INTERRUPTED
+                self._write_meta()
+                self._report()
         return code
 
     async def _run(self, stop: anyio.Event) -> int:

@@ -30,7 +30,7 @@ MODULE_NAMES = {"P": "P (gateway)", "A": "A (users + chat)", "B": "B (files)",
 # Families the report reads. Histogram names match their _bucket/_count/_sum samples.
 KEEP = re.compile(
     r"^(process_cpu_seconds_total|process_resident_memory_bytes"
-    r"|grpc_server_handling_seconds_(bucket|count|sum)|grpc_server_handled_total"
+    r"|grpc_(server|client)_handling_seconds_(bucket|count|sum)|grpc_server_handled_total"
     r"|chatsys_ws_connections|chatsys_ws_connect_seconds_(bucket|count|sum)"
     r"|chatsys_message_ack_seconds_(bucket|count|sum)|chatsys_messages_total"
     r"|chatsys_fanout_deliveries_total|host_cpu_busy_seconds_total|host_cpu_count)$"

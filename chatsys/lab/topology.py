@@ -130,7 +130,7 @@ class Topology:
         workdir.mkdir(parents=True, exist_ok=True)
         member = Member("redis", "redis", [
             REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir)], port)
+            "--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir)], port)
         await self._spawn(member)
         with anyio.fail_after(READY_TIMEOUT):
             while not await _redis_pong(port):
