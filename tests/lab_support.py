@@ -45,14 +45,15 @@ def child_pids(out: Path) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def lab(*args: str, out: Path) -> Iterator[subprocess.Popen[str]]:
+def lab(*args: str, out: Path,
+        env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
     """``python -m chatsys lab ARGS --out OUT`` in the background, stderr to ``OUT.stderr``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     stderr = out.with_suffix(".stderr")
     with stderr.open("w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "chatsys", "lab", *args, "--out", str(out)],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, **(env or {})})
     try:
         yield proc
     finally:
@@ -63,9 +64,10 @@ def lab(*args: str, out: Path) -> Iterator[subprocess.Popen[str]]:
             _kill_group(pid)
 
 
-def run_lab(*args: str, out: Path, timeout: float = 90.0) -> tuple[int, str]:
+def run_lab(*args: str, out: Path, timeout: float = 90.0,
+            env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run the lab to the end; returns its exit code and its progress output (stderr)."""
-    with lab(*args, out=out) as proc:
+    with lab(*args, out=out, env=env) as proc:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:

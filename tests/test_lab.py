@@ -368,3 +368,17 @@ def test_ctrl_c_stops_everything_and_still_reports(tmp_path: Path) -> None:
     assert (out / "locust_stats.csv").exists() and "Interrupted" in (out / "report.md").read_text()
     for name, pid in pids.items():
         assert not alive(pid), f"{name} (pid {pid}) outlived the lab"
+
+
+def test_a_process_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
+    """Every chatsys process refuses a too-short HMAC key: A fails first, and the lab says so."""
+    out = tmp_path / "broken"
+    code, progress = run_lab("run", "baseline", "--users", "5", "--run-time", "5s", out=out,
+                             env={"CHATSYS_AUTH_SECRET": "short"})
+    assert code == 2, progress
+    assert "A-0 exited with 2 while starting" in progress and "CHATSYS_AUTH_SECRET" in progress
+    meta = json.loads((out / "run.json").read_text())
+    assert "A-0 exited" in meta["error"] and (out / "report.md").exists()
+    assert not (out / "locust_stats.csv").exists()
+    for name, pid in child_pids(out).items():
+        assert not alive(pid), f"{name} (pid {pid}) outlived the lab"

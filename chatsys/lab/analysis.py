@@ -21,6 +21,7 @@ from chatsys.lab.series import (
     gauge,
     histogram_windows,
     host_busy,
+    peak,
     value_at,
     window_edges,
 )
@@ -147,6 +148,10 @@ def supporting_evidence(data: RunData) -> list[str]:
                    if load.saturated_at is not None else "")
         out.append(f"CPU {load.module}: busiest process {load.busiest} peaked at "
                    f"{load.peak:.2f} cores ({load.replicas} process(es)){crossed}.")
+    connections = {t: peak(p) for t, p in gauge(data.samples, "chatsys_ws_connections").items()}
+    if connections:
+        out.append("Connections (peak per gateway): " + ", ".join(
+            f"{t} {v:.0f}" for t, v in sorted(connections.items())) + ".")
     if data.cores and data.host:
         busiest = max(v for _, v in data.host)
         ours = max((sum(value_at(p, t) or 0.0 for p in data.cpu.values()) for t, _ in data.host),

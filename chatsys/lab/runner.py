@@ -99,10 +99,14 @@ class LabRun:
         hosts = [self.options.host] if self.options.host else []
         if self.topology is not None:
             self._stage("starting the topology")
+            failed: list[TopologyError] = []
             async with anyio.create_task_group() as tg:
                 async def start() -> None:
                     assert self.topology is not None
-                    await self.topology.start()
+                    try:
+                        await self.topology.start()
+                    except TopologyError as exc:  # raised below, not as an exception group
+                        failed.append(exc)
                     tg.cancel_scope.cancel()
 
                 async def interrupted() -> None:
@@ -111,6 +115,8 @@ class LabRun:
 
                 tg.start_soon(start)
                 tg.start_soon(interrupted)
+            if failed:
+                raise failed[0]
             if stop.is_set():
                 return EXIT_INTERRUPTED
             hosts = self.topology.gateway_urls
