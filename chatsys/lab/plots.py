@@ -7,6 +7,7 @@ the gRPC view of one run line up. Figures are small (72 dpi) to keep a committed
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -148,6 +149,32 @@ def server_latency(data: RunData, out: Path, prefix: str = "") -> str | None:
             "Gateway: chatsys_message_ack_seconds, chatsys_ws_connect_seconds")
     gw.set_xlabel("seconds since the load started")
     return _save(fig, out / f"{prefix}server_latency.png")
+
+
+def comparison(runs: Sequence[RunData], out: Path, operations: Sequence[str]) -> str | None:
+    """Side by side: each operation's mean and p99, and each module's CPU peak, per run."""
+    if len(runs) < 2:
+        return None
+    fig, (lat, cpu) = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.8 / len(runs)
+    modules = ("P", "A", "B", "Locust")
+    for i, data in enumerate(runs):
+        stats = [data.locust.stat(op) for op in operations]
+        xs = [j + i * width for j in range(len(operations))]
+        bars = lat.bar(xs, [s.p99 or 0 if s else 0 for s in stats], width, label=f"{data.name} p99")
+        lat.bar(xs, [s.mean or 0 if s else 0 for s in stats], width * 0.5, color="white",
+                edgecolor=bars.patches[0].get_facecolor(), hatch="////",
+                label=f"{data.name} mean")
+        peaks = {load.module: load.peak for load in data.verdict.loads}
+        cpu.bar([j + i * width for j in range(len(modules))],
+                [peaks.get(m, 0.0) for m in modules], width, label=data.name)
+    lat.set_xticks([j + width * (len(runs) - 1) / 2 for j in range(len(operations))],
+                   [short(op) for op in operations])
+    cpu.set_xticks([j + width * (len(runs) - 1) / 2 for j in range(len(modules))], modules)
+    cpu.axhline(runs[0].rule.cpu_threshold, color="red", ls=":", lw=1)
+    _finish(lat, "ms", "Latency per operation (Locust, whole run)")
+    _finish(cpu, "cores", "CPU peak of each module's busiest process")
+    return _save(fig, out / "comparison.png")
 
 
 def all_plots(data: RunData, out: Path, prefix: str = "") -> dict[str, str]:

@@ -185,6 +185,11 @@ def write(run_dirs: Sequence[Path], out: Path, rule: Rule | None = None) -> Path
                     f"{' saturates first' if d.verdict.saturated else ' (nearest, not saturated)'}"
                     for d in runs]
         lines += ["Bottleneck per run:", "", *verdicts, ""]
+        picture = plots.comparison(runs, out, OPERATIONS[:4])
+        if picture:
+            lines += [f"![comparison]({picture})", "",
+                      "*Each run side by side: mean (narrow) and p99 (wide) of every operation, "
+                      "and the CPU peak of each module's busiest process.*", ""]
         for i, data in enumerate(runs):
             lines += run_section(data, out, f"{i + 1}-{data.path.name}-", "##")
     lines += ["## Raw data", ""]
