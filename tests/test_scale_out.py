@@ -223,7 +223,7 @@ async def test_killing_an_a_replica_mid_conversation(topology: Topology) -> None
             if i == kill_at and tag == "a":
                 victim.proc.signal(signal.SIGKILL)
                 killed.set()
-            await anyio.sleep(0.01)
+            await anyio.sleep(0.02)
 
     with anyio.fail_after(120):
         async with anyio.create_task_group() as tg:
