@@ -247,14 +247,3 @@ async def test_acked_messages_survive_kill(tmp_path: Path) -> None:
             assert ack is not None and [m.id for m in history.messages] == [ack.id]
         finally:
             ch.close()
-
-
-def test_redis_store_refused_at_startup(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-m", "chatsys", "users", "chat", "--store", "redis://localhost:6379/0",
-         "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=30)
-    assert result.returncode != 0
-    assert "not supported yet" in result.stderr + result.stdout
