@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import signal
 import subprocess
@@ -361,11 +362,16 @@ def test_ctrl_c_stops_everything_and_still_reports(tmp_path: Path) -> None:
         wait_for_line(out.with_suffix(".stderr"), "load: users 10", timeout=60)
         pids = child_pids(out)
         assert {"redis", "A-0", "A-1", "B-0", "B-1", "P-0"} <= set(pids)
+        os.kill(pids["B-1"], signal.SIGKILL)  # a replica dying mid-run is reported, not hidden
+        wait_until(lambda: not alive(pids["B-1"]), timeout=10, what="B-1 gone")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 130
     meta = json.loads((out / "run.json").read_text())
     assert meta["interrupted"] and meta["load_ended"] - meta["load_started"] < 50
-    assert (out / "locust_stats.csv").exists() and "Interrupted" in (out / "report.md").read_text()
+    assert meta["died"] == {"B-1": -signal.SIGKILL}
+    text = (out / "report.md").read_text()
+    assert (out / "locust_stats.csv").exists() and "Interrupted" in text
+    assert "Exited during the run:** B-1 (exit -9" in text
     for name, pid in pids.items():
         assert not alive(pid), f"{name} (pid {pid}) outlived the lab"
 

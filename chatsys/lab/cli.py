@@ -99,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(list(argv))
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    if args.command == "run" and args.prometheus and not args.host:
+        parser.error("--prometheus reads the metrics of a system you started: give its --host "
+                     "too (a local topology is scraped directly)")
     logging.basicConfig(level=logging.WARNING, format="lab: %(levelname)s %(message)s")
     if args.command == "report":
         return _report(args)

@@ -110,17 +110,22 @@ def resources(data: RunData, out: Path, prefix: str = "") -> str | None:
     if not data.cpu and not data.rss:
         return None
     fig, (cpu, mem) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    def in_load(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        # Locust's start-up and teardown (every user leaving at once) are not the load.
+        return [(t, v) for t, v in points if data.t0 - 1 <= t <= data.t1 + 1]
+
     for target in sorted(data.cpu):
-        points = data.cpu[target]
+        points = in_load(data.cpu[target])
         cpu.plot([data.rel(t) for t, _ in points], [v for _, v in points], label=target)
     if data.host and data.cores:
-        cpu.plot([data.rel(t) for t, _ in data.host], [v for _, v in data.host], ls="--",
+        host = in_load(data.host)
+        cpu.plot([data.rel(t) for t, _ in host], [v for _, v in host], ls="--",
                  color="grey", label=f"machine ({data.cores} cores)")
     cpu.axhline(data.rule.cpu_threshold, color="red", ls=":", lw=1,
                 label=f"saturation {data.rule.cpu_threshold:.2f}")
     _finish(cpu, "cores", "CPU per process: rate(process_cpu_seconds_total)")
     for target in sorted(data.rss):
-        points = data.rss[target]
+        points = in_load(data.rss[target])
         mem.plot([data.rel(t) for t, _ in points], [v / MIB for _, v in points], label=target)
     _finish(mem, "MiB", "Memory per process: process_resident_memory_bytes")
     mem.set_xlabel("seconds since the load started")

@@ -55,6 +55,9 @@ def _run_facts(data: RunData) -> list[str]:
     ]
     if meta.get("interrupted"):
         lines.append("- **Interrupted** (Ctrl-C): the data below covers the run until then.")
+    if meta.get("died"):
+        lines.append("- **Exited during the run:** " + ", ".join(
+            f"{name} (exit {code}, see logs/{name}.log)" for name, code in meta["died"].items()))
     if meta.get("error"):
         lines.append(f"- **Error:** {meta['error']}")
     return lines

@@ -175,6 +175,11 @@ class LabRun:
             self._stage("reading metrics back from Prometheus")
             await anyio.to_thread.run_sync(self._fetch_prometheus)
         if self.topology is not None:
+            died = self.topology.exited()
+            if died and "load_started" in self.meta:
+                self.meta["died"] = died
+                say("error: exited during the run: "
+                    + ", ".join(f"{name} ({code})" for name, code in died.items()))
             self._stage("stopping the topology")
             self.meta["exit_codes"] = await self.topology.stop()
 

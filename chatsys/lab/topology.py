@@ -178,6 +178,11 @@ class Topology:
                 raise TopologyError(f"not ready within {READY_TIMEOUT:.0f}s: "
                                     + ", ".join(m.name for m in members)) from None
 
+    def exited(self) -> dict[str, int]:
+        """Members that have already exited (before being asked to), with their codes."""
+        return {m.name: m.proc.returncode for m in self.members
+                if m.proc is not None and m.proc.returncode is not None}
+
     async def stop(self) -> dict[str, int]:
         """Stop gateways, then A and B, then Redis; returns each exit code. Never raises."""
         codes: dict[str, int] = {}
