@@ -356,12 +356,13 @@ def test_two_runs_give_a_comparison_table(local_run: Path, prom_run: Path,
 
 
 def test_ctrl_c_stops_everything_and_still_reports(tmp_path: Path) -> None:
+    """Two gateways, A on Redis, two B; one B killed mid-run; then Ctrl-C."""
     out = tmp_path / "interrupted"
-    with lab("run", "scaled", "--users", "10", "--spawn-rate", "10", "--run-time", "60s",
-             out=out) as proc:
+    with lab("run", "scaled", "--gateways", "2", "--users", "10", "--spawn-rate", "10",
+             "--run-time", "60s", out=out) as proc:
         wait_for_line(out.with_suffix(".stderr"), "load: users 10", timeout=60)
         pids = child_pids(out)
-        assert {"redis", "A-0", "A-1", "B-0", "B-1", "P-0"} <= set(pids)
+        assert {"redis", "A-0", "A-1", "B-0", "B-1", "P-0", "P-1"} <= set(pids)
         os.kill(pids["B-1"], signal.SIGKILL)  # a replica dying mid-run is reported, not hidden
         wait_until(lambda: not alive(pids["B-1"]), timeout=10, what="B-1 gone")
         proc.send_signal(signal.SIGINT)
@@ -372,6 +373,14 @@ def test_ctrl_c_stops_everything_and_still_reports(tmp_path: Path) -> None:
     text = (out / "report.md").read_text()
     assert (out / "locust_stats.csv").exists() and "Interrupted" in text
     assert "Exited during the run:** B-1 (exit -9" in text
+    # Users were spread over both gateways (locust_spread.py), each holding some of them.
+    connections: dict[str, float] = defaultdict(float)
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        scrape = json.loads(line)
+        for name, _, value in scrape["samples"]:
+            if name == "chatsys_ws_connections":
+                connections[scrape["target"]] = max(connections[scrape["target"]], value)
+    assert set(connections) == {"P-0", "P-1"} and min(connections.values()) >= 3, connections
     for name, pid in pids.items():
         assert not alive(pid), f"{name} (pid {pid}) outlived the lab"
 
