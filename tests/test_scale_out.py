@@ -57,16 +57,17 @@ class Topology:
         return [port for _, port in self.gateways]
 
 
-def gateway_args(port: int, a_ports: list[int], b_ports: list[int]) -> list[str]:
+def gateway_args(port: int, a_ports: list[int], b_ports: list[int], *extra: str) -> list[str]:
     a = ",".join(f"127.0.0.1:{p}" for p in a_ports)
     b = ",".join(f"127.0.0.1:{p}" for p in b_ports)
     return ["gateway", "--host=127.0.0.1", f"--port={port}", f"--users-addr={a}",
             f"--chat-addr={a}", f"--files-addr={b}", "--drain-timeout=0.2", "--grpc-timeout=5",
-            "--rate-limit=1000", "--rate-burst=1000"]
+            "--rate-limit=1000", "--rate-burst=1000", *extra]
 
 
 @contextlib.contextmanager
-def start_topology(tmp: Path, redis: RedisServer) -> Iterator[Topology]:
+def start_topology(tmp: Path, redis: RedisServer, *gateway_extra: str,
+                   gateways: int = 2) -> Iterator[Topology]:
     flush_db(redis.port, SCALE_DB)
     store = f"--store={redis.url(SCALE_DB)}"
     shared = tmp / "shared-files"
@@ -74,15 +75,15 @@ def start_topology(tmp: Path, redis: RedisServer) -> Iterator[Topology]:
         a = [stack.enter_context(grpc_services.start(["users", "chat"], tmp / f"a{i}", store))
              for i in (1, 2)]
         b = [stack.enter_context(grpc_services.start(["files"], shared)) for _ in (1, 2)]
-        gateways = []
-        for _ in (1, 2):
+        started = []
+        for _ in range(gateways):
             port = free_port()
             proc = stack.enter_context(running(
-                gateway_args(port, [s.port for s in a], [s.port for s in b]),
+                gateway_args(port, [s.port for s in a], [s.port for s in b], *gateway_extra),
                 ready=lambda port=port: http_ok(f"http://127.0.0.1:{port}/readyz"),  # type: ignore[misc]
                 log_dir=tmp))
-            gateways.append((proc, port))
-        yield Topology(redis, a, b, gateways)
+            started.append((proc, port))
+        yield Topology(redis, a, b, started)
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -258,6 +259,50 @@ async def test_killing_an_a_replica_mid_conversation(topology: Topology) -> None
                        for _, port in topology.gateways)
     assert resubscribed >= 1  # the room's stream really moved to the surviving replica
     for member in members:
+        await member.client.close()
+
+
+def _open_streams(service: grpc_services.Service) -> float:
+    """Subscribe streams a replica has started and not yet ended."""
+    text = scrape(service.metrics_port)
+    return (metric(text, "grpc_server_started_total", grpc_method="Subscribe")
+            - metric(text, "grpc_server_handled_total", grpc_method="Subscribe"))
+
+
+async def test_a_frozen_replica_is_left_by_keepalive(tmp_path: Path,
+                                                     redis_server: RedisServer) -> None:
+    """SIGSTOP, unlike SIGKILL, leaves the TCP connection open and silent (as a lost node
+    does): only the gateway's HTTP/2 keepalive notices, and the room's stream moves on."""
+    with start_topology(tmp_path, redis_server, "--grpc-keepalive=0.5", "--grpc-timeout=2",
+                        gateways=1) as topo:
+        members = [Member(await ChatClient.connect(topo.ports[0], name, "frozen"))
+                   for name in ("ana", "bo")]
+        victim = max(topo.a, key=_open_streams)
+        assert _open_streams(victim) >= 1
+        victim.proc.signal(signal.SIGSTOP)
+        try:
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    for member in members:
+                        tg.start_soon(member.read)
+                    sender = members[0]
+                    acked: list[str] = []
+                    for i in range(10):  # sends that reach the frozen replica time out
+                        ref = f"f{i}"
+                        await sender.client.send({"type": "text", "text": ref, "ref": ref})
+                        await sender.wait(lambda r=ref: r in sender.acks or r in sender.errors,
+                                          10)
+                        if ref in sender.acks:
+                            acked.append(sender.acks[ref]["id"])
+                    assert len(acked) >= 5, sender.errors
+                    for member in members:
+                        await member.wait(lambda m=member: set(acked) <= set(m.ids()), 20)
+                    tg.cancel_scope.cancel()
+        finally:
+            victim.proc.signal(signal.SIGCONT)
+    assert {e["code"] for e in sender.errors.values()} <= {"unavailable"}
+    for member in members:
+        assert member.closed is None and member.ids() == sorted(set(member.ids()))
         await member.client.close()
 
 

@@ -97,9 +97,13 @@ class Backends:
 
     def __init__(self, settings: Settings) -> None:
         self.timeout = settings.grpc_timeout
-        self.users = ChannelPool(parse_target(settings.users_addr), service="users")
-        self.chat = ChannelPool(parse_target(settings.chat_addr), service="chat")
-        self.files = ChannelPool(parse_target(settings.files_addr), service="files")
+        keepalive = settings.grpc_keepalive
+        self.users = ChannelPool(parse_target(settings.users_addr), service="users",
+                                 keepalive=keepalive)
+        self.chat = ChannelPool(parse_target(settings.chat_addr), service="chat",
+                                keepalive=keepalive)
+        self.files = ChannelPool(parse_target(settings.files_addr), service="files",
+                                 keepalive=keepalive)
         self.pools = (self.users, self.chat, self.files)
         self.signer = signer_for(settings.auth_secret)
 

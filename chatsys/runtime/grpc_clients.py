@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import anyio
 from grpclib.client import Channel
+from grpclib.config import Configuration
 
 from chatsys.runtime import metrics
 from chatsys.runtime.settings import SettingsError
@@ -84,12 +85,31 @@ def label(endpoint: Endpoint) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def keepalive_config(seconds: float) -> Configuration | None:
+    """HTTP/2 keepalive for channels that may sit idle, e.g. one holding only room streams.
+
+    A replica that vanishes without a TCP reset (node loss, a frozen process) would otherwise
+    hold a subscription stream open forever and answer no call until its deadline. With a ping
+    every ``seconds`` — also on idle connections, and with no cap on pings without data, since a
+    subscribing gateway sends nothing after its request — an unanswered ping closes the
+    connection after ``seconds`` more, its streams fail, and the gateway moves on. grpclib's
+    server answers pings without enforcing a minimum interval.
+    """
+    if seconds <= 0:
+        return None
+    return Configuration(_keepalive_time=seconds, _keepalive_timeout=seconds,
+                         _keepalive_permit_without_calls=True,
+                         _http2_max_pings_without_data=0,
+                         _http2_min_sent_ping_interval_without_data=seconds / 2)
+
+
 class ChannelPool:
     """Channels to every endpoint of one service, picked round robin, failing ones skipped."""
 
     def __init__(self, target: Target, *, service: str = "", resolve_every: float = 10.0,
-                 eject_seconds: float = EJECT_SECONDS) -> None:
+                 eject_seconds: float = EJECT_SECONDS, keepalive: float = 0.0) -> None:
         self.target = target
+        self._config = keepalive_config(keepalive)
         self.service = service or (target.dns_name or "static")
         self.resolve_every = resolve_every
         self.eject_seconds = eject_seconds
@@ -114,7 +134,7 @@ class ChannelPool:
             self._ejected_until.pop(gone, None)
         for endpoint in wanted:
             if endpoint not in self._channels:
-                channel = Channel(*endpoint)
+                channel = Channel(*endpoint, config=self._config)
                 metrics.instrument_channel(channel)
                 self._channels[endpoint] = channel
         if wanted != self._order:

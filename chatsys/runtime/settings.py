@@ -128,6 +128,9 @@ OPTIONS: tuple[Option, ...] = (
            GATEWAY_VERBS | A_VERBS),
     Option("grpc_timeout", _positive_float, 5.0, "deadline of every gRPC call, seconds",
            GATEWAY_VERBS),
+    Option("grpc_keepalive", _non_negative_float, 10.0,
+           "seconds between HTTP/2 pings to each A/B endpoint; one unanswered for as long "
+           "drops the connection, so a silently dead replica is left (0: off)", GATEWAY_VERBS),
     Option("session_ttl", _positive_float, 86400.0, "how long a session token stays valid, s",
            A_VERBS),
     Option("auth_secret", str, "",
@@ -167,6 +170,7 @@ class Settings:
     garbage_limit: int = 20
     history_limit: int = 50
     grpc_timeout: float = 5.0
+    grpc_keepalive: float = 10.0
     session_ttl: float = 86400.0
     auth_secret: str = field(default="", repr=False)
     drain_timeout: float = 2.0
