@@ -153,11 +153,12 @@ class Children:
 
     async def spawn(self, args: Sequence[str], *, stdin: int | None = subprocess.DEVNULL,
                     stdout: int | None = None, stderr: int | Any = None,
-                    env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+                    env: dict[str, str] | None = None, cwd: Path | None = None,
+                    ) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
             *args, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
             limit=1 << 26,  # one JSON line from a load worker can hold every receipt of a step
-            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+            cwd=cwd or ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.procs.append(proc)
         _LIVE[proc.pid] = {proc.pid}
         return proc

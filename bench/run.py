@@ -138,14 +138,26 @@ def command(target: str, port: int, data_dir: Path, store: str | None,
 
 
 @contextlib.asynccontextmanager
-async def started(target: str, children: Children, log_dir: Path,  # type: ignore[no-untyped-def]
+async def started(name: str, children: Children, log_dir: Path,  # type: ignore[no-untyped-def]
                   store: str | None = None, extra: tuple[str, ...] = ()):
-    """Start ``target`` on a free port and stop its whole process tree afterwards."""
+    """Start target ``name`` on a free port and stop its whole process tree afterwards.
+
+    ``name@DIR`` runs the target from the source tree DIR (a checkout or ``git archive`` of
+    another commit): a before/after comparison side by side in one run, against the same
+    references.
+    """
+    target, _, src = name.partition("@")
+    if target in REDIS_TARGETS:
+        async with _started_on_redis(name, int(target.rsplit("-", 1)[1]), children, log_dir,
+                                     Path(src) if src else None) as server:
+            yield server
+        return
     port = free_port()
-    data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{target}-", dir=log_dir))
-    log = (log_dir / f"{target}.log").open("ab")
+    label = name.replace("/", "_").replace("@", "-")
+    data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{label}-", dir=log_dir))
+    log = (log_dir / f"{label}.log").open("ab")
     proc = await children.spawn(command(target, port, data_dir, store, extra), stdout=log,
-                                stderr=log)
+                                stderr=log, cwd=Path(src) if src else None)
     log.close()
     try:
         await _wait_ready(proc, port, http=target.startswith("chatsys"))
@@ -155,10 +167,74 @@ async def started(target: str, children: Children, log_dir: Path,  # type: ignor
         if target.startswith("chatsys"):
             gateway = find_child(proc.pid, "gateway") or proc.pid
             a_pid = find_child(proc.pid, "users", "chat")
-        yield Server(target, proc, port, gateway, a_pid)
+        yield Server(name, proc, port, gateway, a_pid)
     finally:
         await children.stop(proc)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _port_open(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+@contextlib.asynccontextmanager
+async def _started_on_redis(name: str, replicas: int, children: Children,  # type: ignore[no-untyped-def]
+                            log_dir: Path, src: Path | None):
+    """A on ``replicas`` processes sharing one local redis-server, B, and one gateway (Granian)
+    balancing over every A: the scaled topology, on one machine.
+
+    Redis runs as the scaled deployment configures it (append-only file, fsync always), so an
+    acknowledged message is durable as with SQLite.
+    """
+    redis = shutil.which("redis-server")
+    if redis is None:
+        raise RuntimeError("redis-server is not installed")
+    label = name.replace("/", "_").replace("@", "-")
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{label}-", dir=log_dir))
+    log = (log_dir / f"{label}.log").open("ab")
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def spawn(cmd: list[str]) -> asyncio.subprocess.Process:
+        procs.append(await children.spawn(cmd, stdout=log, stderr=log, cwd=src))
+        return procs[-1]
+
+    try:
+        redis_port = free_port()
+        await spawn([redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "yes", "--appendfsync", "always", "--dir", str(work)])
+        async with asyncio.timeout(READY_TIMEOUT):
+            while True:
+                if await _port_open(redis_port):
+                    break
+                await asyncio.sleep(0.1)
+        common = ["--host", "127.0.0.1", "--log-level", "warning", "--drain-timeout", "0",
+                  "--shutdown-grace", "5"]
+        chatsys = [PYTHON, "-m", "chatsys"]
+        a_ports = [free_port() for _ in range(replicas)]
+        a_procs = [await spawn([*chatsys, "users", "chat", *common, "--port", str(port),
+                                "--metrics-port", str(free_port()), "--data-dir", str(work),
+                                "--store", f"redis://127.0.0.1:{redis_port}/0"])
+                   for port in a_ports]
+        b_port = free_port()
+        await spawn([*chatsys, "files", *common, "--port", str(b_port), "--metrics-port",
+                     str(free_port()), "--data-dir", str(work)])
+        a_addrs = ",".join(f"127.0.0.1:{port}" for port in a_ports)
+        port = free_port()
+        gateway = await spawn([*chatsys, "gateway", *common, "--port", str(port),
+                               "--users-addr", a_addrs, "--chat-addr", a_addrs,
+                               "--files-addr", f"127.0.0.1:{b_port}"])
+        await _wait_ready(gateway, port, http=True)
+        yield Server(name, gateway, port, gateway.pid, a_procs[0].pid)
+    finally:
+        log.close()
+        for proc in reversed(procs):  # the gateway first, Redis last
+            await children.stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 class Profiler:
@@ -177,12 +253,13 @@ class Profiler:
             print("py-spy not found: no profile", file=sys.stderr)
             return
         self.out.mkdir(parents=True, exist_ok=True)
+        label = server.name.replace("/", "_").replace("@", "-")
         for role, pid in (("P", server.gateway_pid), ("A", server.a_pid)):
             if pid is None:
                 continue
             self.procs.append(await self.children.spawn(
                 [spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-                 "--nonblocking", "--output", str(self.out / f"{server.name}-{role}.txt")],
+                 "--nonblocking", "--output", str(self.out / f"{label}-{role}.txt")],
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
 
     async def stop(self) -> None:
@@ -321,6 +398,21 @@ def ratios(medians: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | No
     return out
 
 
+def _scale_out(medians: dict[str, dict[str, Any]]) -> dict[str, float | None] | None:
+    """2 vs 1 replicas of A on Redis, when both ran (on 2 cores they compete for the same
+    CPUs as the gateway and the load, so this shows the cost of the topology, not its gain)."""
+    one, two = medians.get("chatsys-redis-1"), medians.get("chatsys-redis-2")
+    if one is None or two is None:
+        return None
+
+    def ratio(key: str) -> float | None:
+        return round(two[key] / one[key], 3) if one.get(key) and two.get(key) is not None \
+            else None
+
+    return {"knee": ratio("knee_per_s"), "connect_mean": ratio("connect_mean_ms"),
+            "connect_p99": ratio("connect_p99_ms")}
+
+
 def verdict(medians: dict[str, dict[str, Any]], rat: dict[str, dict[str, float | None]],
             p: Params) -> dict[str, dict[str, bool | None]]:
     """DESIGN.md's targets, for chatsys rows (only meaningful at the default parameters)."""
@@ -418,9 +510,6 @@ async def run(args: argparse.Namespace, p: Params) -> dict[str, Any]:
             round_results: dict[str, Any] = {}
             for target in targets:
                 store = None
-                if target in REDIS_TARGETS:
-                    round_results[target] = {"target": target, "skipped": "see --help"}
-                    continue
                 print(f"[round {n + 1}/{args.repeat}] {target} ...", file=sys.stderr,
                       flush=True)
                 round_results[target] = await measure(
@@ -435,13 +524,18 @@ async def run(args: argparse.Namespace, p: Params) -> dict[str, Any]:
     medians = {t: median_of([scalars(r[t], p) for r in rounds]) for t in targets
                if "connect" in rounds[0][t]}
     rat = ratios(medians)
+    scale_out = _scale_out(medians)
     info["loadavg_end"] = os.getloadavg()
     result = {"params": vars(p), "machine": info, "targets": targets, "median": medians,
               "ratios": rat, "verdict": verdict(medians, rat, p), "seed": SEED,
+              "scale_out": scale_out,
               "rounds": rounds, "command": " ".join(["python", "-m", "bench.run",
                                                       *sys.argv[1:]])}
     _write_json([out_dir / "bench.json", *([Path(args.json)] if args.json else [])], result)
     print(table(medians, rat, p, len(rounds)))
+    if scale_out:
+        print("A on Redis, 2 replicas / 1 replica: " + ", ".join(
+            f"{k} {_fmt(v, '.2f')}" for k, v in scale_out.items()))
     print(json.dumps({k: v for k, v in result.items() if k != "rounds"}))
     return result
 
@@ -473,8 +567,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke mode: 40 users, one 1-second step at 50 msg/s, no knee "
                              "search, websockets + chatsys-granian unless --targets")
-    parser.add_argument("--targets", default=None,
-                        help=f"comma list from {','.join(ALL_TARGETS)} (default: all)")
+    parser.add_argument("--targets", default=None, metavar="LIST",
+                        help=f"comma list from {','.join(ALL_TARGETS)} (default: all), "
+                             f"or {','.join(REDIS_TARGETS)} (A on 1 or 2 replicas sharing a "
+                             "local redis-server); TARGET@DIR runs a chatsys target from the "
+                             "source tree DIR")
     parser.add_argument("--users", type=int, default=None, help="default 2000")
     parser.add_argument("--connect-rate", type=float, default=None, help="per s, default 200")
     parser.add_argument("--room-size", type=int, default=None, help="default 20")
@@ -501,7 +598,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.targets is None:
         args.targets = "websockets,chatsys-granian" if args.quick else ",".join(ALL_TARGETS)
-    unknown = set(args.targets.split(",")) - set(ALL_TARGETS) - set(REDIS_TARGETS)
+    unknown = {t.partition("@")[0] for t in args.targets.split(",")} - set(ALL_TARGETS) \
+        - set(REDIS_TARGETS)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     raise_nofile(65536)
