@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,14 +43,14 @@ def _rule(args: argparse.Namespace) -> Rule:
                 machine_threshold=args.machine_threshold)
 
 
-def _positive(kind: type) -> object:
-    def parse(text: str) -> object:
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
         value = kind(text)
         if value <= 0:
             raise argparse.ArgumentTypeError("must be greater than 0")
         return value
 
-    parse.__name__ = kind.__name__
+    parse.__name__ = getattr(kind, "__name__", "number")
     return parse
 
 
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="read metrics from this Prometheus (query_range) instead of scraping")
     run.add_argument("--prom-step", type=_positive(float), default=1.0,
                      help="query_range step in seconds (default 1)")
+    run.add_argument("--locust-processes", type=_positive(int), default=1,
+                     help="Locust processes (one core each; more than 1 runs a master and "
+                          "workers, Locust's --processes)")
     run.add_argument("--label", help="the run's name in reports (default: the directory name)")
     _rule_flags(run)
     rep = sub.add_parser("report", help="(re)write the report of one or more run directories",
@@ -115,7 +118,8 @@ def main(argv: Sequence[str]) -> int:
                      a_replicas=args.a_replicas or chosen.a_replicas,
                      b_replicas=args.b_replicas or chosen.b_replicas)
     options = RunOptions(chosen, args.out, host=args.host, prometheus=args.prometheus,
-                         prom_step=args.prom_step, label=args.label, rule=_rule(args))
+                         prom_step=args.prom_step, label=args.label, rule=_rule(args),
+                         locust_processes=args.locust_processes)
     return run(options)
 
 

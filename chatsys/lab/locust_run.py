@@ -26,7 +26,8 @@ SPREAD = Path(__file__).resolve().parent / "locust_spread.py"
 STOP_GRACE = 20.0
 
 
-def command(scenario: Scenario, hosts: list[str], out: Path) -> tuple[list[str], dict[str, str]]:
+def command(scenario: Scenario, hosts: list[str], out: Path,
+            processes: int = 1) -> tuple[list[str], dict[str, str]]:
     """The Locust command line and extra environment for ``scenario`` against ``hosts``."""
     env: dict[str, str] = {}
     if len(hosts) > 1:
@@ -39,6 +40,8 @@ def command(scenario: Scenario, hosts: list[str], out: Path) -> tuple[list[str],
     args = [sys.executable, "-m", "locust", *scenario.locust_args(), "-f", str(locustfile),
             "--host", hosts[0], "--csv", str(out / PREFIX), "--csv-full-history",
             "--html", str(out / "locust.html"), "--only-summary", "--loglevel", "WARNING"]
+    if processes > 1:
+        args += ["--processes", str(processes)]
     return args, env
 
 
@@ -65,9 +68,10 @@ class Progress:
 class LocustProcess:
     """One headless Locust run; :meth:`stop` is safe to call at any time, more than once."""
 
-    def __init__(self, scenario: Scenario, hosts: list[str], out: Path) -> None:
+    def __init__(self, scenario: Scenario, hosts: list[str], out: Path,
+                 processes: int = 1) -> None:
         self.out = out
-        self.args, self.env = command(scenario, hosts, out)
+        self.args, self.env = command(scenario, hosts, out, processes)
         self.proc: anyio.abc.Process | None = None
 
     @property

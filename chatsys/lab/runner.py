@@ -44,6 +44,7 @@ class RunOptions:
     scrape_interval: float = 1.0
     progress_every: float = 3.0
     label: str | None = None
+    locust_processes: int = 1
     rule: Rule = field(default_factory=Rule)
 
 
@@ -124,7 +125,8 @@ class LabRun:
             say("ready: " + ", ".join(f"{m.name} {m.address}" for m in self.topology.members))
         targets = [] if self.options.prometheus or self.topology is None else [
             ScrapeTarget(m.name, m.module, m.metrics_url) for m in self.topology.targets()]
-        self.locust = locust = LocustProcess(self.options.scenario, hosts, self.out)
+        self.locust = locust = LocustProcess(self.options.scenario, hosts, self.out,
+                                             self.options.locust_processes)
         self.meta["locust_command"] = locust.args
         with open_metrics(self.out) as metrics:
             scraper = Scraper(metrics, targets, locust_pid=lambda: locust.pid,
