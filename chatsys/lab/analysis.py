@@ -40,7 +40,7 @@ class RunData:
     rss: dict[str, Points]
     host: Points
     cores: int
-    grpc_p99: dict[str, list[Window]]  # module → windows over every method
+    grpc_p99: dict[str, list[Window]]  # module → p99 windows over its own unary methods
     grpc_methods: dict[str, dict[str, list[Window]]]  # module → method → p99 windows
     ack_p99: list[Window]
     connect_p99: list[Window]
@@ -167,14 +167,18 @@ def supporting_evidence(data: RunData) -> list[str]:
         pair = _first_last(windows)
         if pair:
             (t_a, q_a, _), (t_b, q_b, _) = pair
+            t_w, q_w, _ = max((w for w in windows if w[1] is not None), key=lambda w: w[1] or 0)
             out.append(f"gRPC {module}: server p99 {_fmt_ms(q_a)} at {data.rel(t_a):.0f} s "
                        f"({data.users_at(t_a)} users) → {_fmt_ms(q_b)} at {data.rel(t_b):.0f} s "
-                       f"({data.users_at(t_b)} users).")
+                       f"({data.users_at(t_b)} users); worst {_fmt_ms(q_w)} at "
+                       f"{data.rel(t_w):.0f} s ({data.users_at(t_w)} users).")
     pair = _first_last(data.ack_p99)
     if pair:
         (t_a, q_a, _), (t_b, q_b, _) = pair
+        t_w, q_w, _ = max((w for w in data.ack_p99 if w[1] is not None), key=lambda w: w[1] or 0)
         out.append(f"Ack latency (gateway): p99 {_fmt_ms(q_a)} at {data.users_at(t_a)} users → "
-                   f"{_fmt_ms(q_b)} at {data.users_at(t_b)} users.")
+                   f"{_fmt_ms(q_b)} at {data.users_at(t_b)} users; worst {_fmt_ms(q_w)} at "
+                   f"{data.rel(t_w):.0f} s ({data.users_at(t_w)} users).")
     onset = data.locust.failure_onset()
     if not data.locust.history:
         out.append("Failures: unknown (Locust wrote no history).")
