@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -129,11 +130,11 @@ def _report(args: argparse.Namespace) -> int:
     missing = [str(d) for d in args.runs if not (d / "run.json").exists()
                and not (d / "locust_stats.csv").exists()]
     if missing:
-        print(f"chatsys lab report: not a run directory: {', '.join(missing)}")
+        print(f"chatsys lab report: not a run directory: {', '.join(missing)}", file=sys.stderr)
         return 2
     out = args.out or (args.runs[0] if len(args.runs) == 1 else None)
     if out is None:
-        print("chatsys lab report: several runs need --out DIR")
+        print("chatsys lab report: several runs need --out DIR", file=sys.stderr)
         return 2
     path = report.write(args.runs, out, _rule(args))
     print(path)
