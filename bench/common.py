@@ -114,6 +114,25 @@ def _any_alive(pids: Iterable[int]) -> bool:
     return any(Path(f"/proc/{p}").exists() for p in pids)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU time consumed so far by ``pids`` (Linux /proc, clock-tick grain).
+
+    CPU per message is far steadier than latency on a shared machine: a neighbour's burst
+    delays our processes but does not make them do more work.
+    """
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
+
+
 def find_child(root: int, *words: str) -> int | None:
     """The first process under ``root`` whose command line holds every one of ``words``."""
     for pid in process_tree(root):

@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"comma list from {','.join(ALL_TARGETS)}")
     parser.add_argument("--sockets", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=500.0, help="connections per second")
-    parser.add_argument("--room-size", type=int, default=20)
+    parser.add_argument("--room-size", type=int, default=125,
+                        help="125: 80 rooms for 10,000 sockets (see docs/performance.md on "
+                             "chatsys's limit of about 100 rooms per gateway)")
     parser.add_argument("--procs", type=int, default=4, help="load worker processes")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds before reading RSS")
     parser.add_argument("--out", default=None, help="directory for server logs")

@@ -3,10 +3,15 @@
 The fan-out never awaits a socket: it appends an already-encoded frame to the outbox and
 moves on. A connection whose outbox is full is a slow consumer; it is marked for closing with
 1013 and its outbox dropped, so one stuck client costs bounded memory and stalls nobody.
+
+Offering is on the hot path (once per member per message), so the writer's wakeup is one plain
+``asyncio.Event`` reused for the connection's life rather than a new anyio Event per wakeup
+(the gateway always runs on asyncio: Granian and Hypercorn both serve it on asyncio).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 
@@ -48,7 +53,7 @@ class Connection:
         self.room = room
         self.queue_limit = queue_limit
         self._outbox: deque[tuple[str | None, str]] = deque()
-        self._wakeup = anyio.Event()
+        self._wakeup = asyncio.Event()
         # Messages with ids up to the watermark were already sent in the welcome.
         self.watermark: str | None = None
         self.close_code: int | None = None
@@ -80,14 +85,17 @@ class Connection:
 
     async def next_frame(self) -> str | None:
         """The next frame to write, skipping duplicates of the welcome; None when closing."""
+        outbox = self._outbox
         while True:
             if self.close_code is not None:
                 return None
-            while self._outbox:
-                message_id, frame = self._outbox.popleft()
+            while outbox:
+                message_id, frame = outbox.popleft()
                 if message_id is not None and self.watermark is not None \
                         and message_id <= self.watermark:
                     continue
                 return frame
-            self._wakeup = anyio.Event()
+            # Cleared only when the outbox is empty, in the same step as the check: an offer
+            # after this point sets it again, so no frame can be left waiting.
+            self._wakeup.clear()
             await self._wakeup.wait()

@@ -88,8 +88,9 @@ def parse(data: str | bytes, *, max_text_chars: int) -> ClientFrame:
     raise FrameError(f"unknown frame type {str(kind)[:32]!r}", ref)
 
 
-def _dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+# One encoder for every frame: ``json.dumps`` with non-default options builds a new
+# JSONEncoder on each call, and frames are encoded once or twice per message.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def message_dict(msg: Message) -> dict[str, Any]:

@@ -2,15 +2,24 @@
 
 The reader validates each frame and calls A; the writer drains the connection's outbox, which
 the fan-out and the reader fill. Neither creates a task per message.
+
+The writer sends one frame per member per message, the hottest loop of the gateway, so it
+skips what Quart's ``websocket.send`` adds to every frame (a forced ``sleep(0)``, an acceptance
+check, the ``websocket_sent`` signal) and calls the ASGI send underneath; it yields to the loop
+itself every ``WRITE_BURST`` frames so one busy socket cannot hold the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 import anyio
+from prometheus_client import Counter, Histogram
 from quart import Blueprint, Response, current_app, websocket
 
 from chatsys import validation
@@ -30,6 +39,8 @@ from chatsys.stubs.chatsys.users.v1 import Session
 log = logging.getLogger("chatsys.gateway.ws")
 bp = Blueprint("ws", __name__)
 CLOSE_TIMEOUT = 2.0
+WRITE_BURST = 64
+Send = Callable[[str], Awaitable[None]]
 
 
 def _gateway() -> Gateway:
@@ -89,7 +100,7 @@ async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
             # The writer may be stuck on a client that stopped reading, the reader on one that
             # stopped sending: a close request from anywhere cancels both.
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_write, conn)
+                tg.start_soon(_write, conn, _text_sender())
                 tg.start_soon(_read, gateway, conn, session)
                 await conn.wait_closing()
                 tg.cancel_scope.cancel()
@@ -115,9 +126,32 @@ async def _end_session(gateway: Gateway, session: Session, *, announce: bool) ->
             await gateway.backends.end_session(session.id)
 
 
-async def _write(conn: Connection) -> None:
+def _text_sender() -> Send:
+    """The ASGI send under Quart's ``websocket.send``, for an accepted socket.
+
+    Quart builds ``Websocket._send`` as ``partial(send_data, asgi_send)``; if a Quart version
+    builds it otherwise, this falls back to ``websocket.send`` (slower, same behaviour).
+    """
+    ws = websocket._get_current_object()
+    inner = getattr(ws, "_send", None)
+    if isinstance(inner, functools.partial) and inner.args and callable(inner.args[0]):
+        asgi_send = inner.args[0]
+
+        async def send(frame: str) -> None:
+            await asgi_send({"type": "websocket.send", "bytes": None, "text": frame})
+
+        return send
+    return ws.send  # type: ignore[no-any-return]
+
+
+async def _write(conn: Connection, send: Send) -> None:
+    burst = 0
     while (frame := await conn.next_frame()) is not None:
-        await websocket.send(frame)
+        await send(frame)
+        burst += 1
+        if burst >= WRITE_BURST:
+            burst = 0
+            await asyncio.sleep(0)
 
 
 def _too_big(data: str | bytes, limit: int) -> bool:
@@ -130,8 +164,9 @@ async def _read(gateway: Gateway, conn: Connection, session: Session) -> None:
     settings = gateway.settings
     bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
     garbage = 0
+    receive = websocket._get_current_object().receive  # no context-local lookup per frame
     while conn.close_code is None:
-        data = await websocket.receive()
+        data = await receive()
         if _too_big(data, settings.max_frame_bytes):
             conn.request_close(WS_1009_MESSAGE_TOO_BIG, "frame too big")
             return
@@ -175,8 +210,15 @@ async def _post(gateway: Gateway, conn: Connection, session: Session,
         _send_error(conn, frame.ref, Internal("internal error"))
         return
     conn.offer(frames.ack(frame.ref, message))
-    m.MESSAGES.labels(kind).inc()
-    m.MESSAGE_ACK_SECONDS.labels(kind).observe(time.perf_counter() - started)
+    count, ack_seconds = _message_metrics(kind)
+    count.inc()
+    ack_seconds.observe(time.perf_counter() - started)
+
+
+@functools.cache
+def _message_metrics(kind: str) -> tuple[Counter, Histogram]:
+    """Labelled children looked up once: ``labels()`` costs more than the increment."""
+    return m.MESSAGES.labels(kind), m.MESSAGE_ACK_SECONDS.labels(kind)
 
 
 def _send_error(conn: Connection, ref: str | None, exc: ChatError) -> None:
