@@ -170,7 +170,8 @@ class Worker:
                     ws.transport.abort()
                     raise
         except Exception as exc:
-            report.append(("fail", type(exc).__name__))
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            report.append(("fail", f"http_{status}" if status else type(exc).__name__))
             return
         if not _is_welcome(welcome):
             report.append(("fail", "no_welcome"))
