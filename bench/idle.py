@@ -11,7 +11,7 @@ own RLIMIT_NOFILE (the servers it spawns inherit it) and spreads the client sock
 (default 20,000); the bench passes ``--max-connections`` above ``--sockets`` anyway.
 
     python -m bench.idle                                    # chatsys on Granian and Hypercorn
-    python -m bench.idle --targets chatsys-granian,quart-granian --sockets 10000
+    python -m bench.idle --targets quart-granian,websockets --rate 500
 
 Prints one JSON line per target as it goes, then a summary line.
 """
@@ -86,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", default="chatsys-granian,chatsys-hypercorn",
                         help=f"comma list from {','.join(ALL_TARGETS)}")
     parser.add_argument("--sockets", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=500.0, help="connections per second")
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="connections per second (each chatsys join also sends a presence "
+                             "frame to every member of the room: 500/s into rooms of 125 "
+                             "overloads a 2-core gateway)")
     parser.add_argument("--room-size", type=int, default=125,
                         help="125: 80 rooms for 10,000 sockets (see docs/performance.md on "
                              "chatsys's limit of about 100 rooms per gateway)")
