@@ -304,3 +304,22 @@ async def test_oversized_uploads_are_413(system: System, request: pytest.Fixture
     ref = await alice.send_text("still fine")
     assert (await alice.ack_or_error(ref))["type"] == "ack"
     await alice.close()
+
+
+async def test_hundreds_of_rooms_on_one_gateway(system: System,
+                                                request: pytest.FixtureRequest) -> None:
+    """Each room is a Subscribe stream to A: far more rooms than HTTP/2's customary 100
+    concurrent streams still each get their own messages, and unary calls still get through."""
+    base = room_name(request)[:40]
+    rooms = 150
+    members = []
+    with anyio.fail_after(60):
+        for i in range(rooms):
+            members.append(await ChatClient.connect(system.port, f"u{i}", f"{base}-{i}"))
+        refs = [await member.send_text(f"in room {i}") for i, member in enumerate(members)]
+        for i, (member, ref) in enumerate(zip(members, refs, strict=True)):
+            assert (await member.ack_or_error(ref))["type"] == "ack"
+            got = await member.wait_for(lambda f: f["type"] == "message", seconds=15)
+            assert got["text"] == f"in room {i}" and got["room"] == f"{base}-{i}"
+    for member in members:
+        await member.close()

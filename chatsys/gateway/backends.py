@@ -109,7 +109,7 @@ class Backends:
 
     async def _call(self, pool: ChannelPool, method: str,
                     call: Callable[[Channel, float], Awaitable[T]], *, retry: Retry,
-                    budget: float | None = None) -> T:
+                    budget: float | None = None, long_lived: bool = False) -> T:
         """``call(channel, seconds_left)`` on the next endpoint, then on others if allowed.
 
         ``budget`` (default ``--grpc-timeout``) is the deadline of all attempts together."""
@@ -117,7 +117,7 @@ class Backends:
         tried: list[Endpoint] = []
         while True:
             try:
-                endpoint, channel = pool.pick(avoid=tried)
+                endpoint, channel = pool.pick(avoid=tried, long_lived=long_lived)
             except NoEndpoint as exc:
                 raise from_grpc(exc) from None
             try:
@@ -140,6 +140,7 @@ class Backends:
 
     async def _open_stream(self, pool: ChannelPool, method: str,
                            open_stream: Callable[[Channel, float], AsyncIterator[T]],
+                           *, long_lived: bool = False,
                            ) -> tuple[T, AsyncIterator[T], Endpoint]:
         """Open a server stream and read its first message within the deadline, retrying on
         another endpoint like a read; returns that message, the open stream and its endpoint."""
@@ -159,7 +160,8 @@ class Backends:
             opened.append(pool.endpoint_of(channel))
             return item, stream
 
-        item, stream = await self._call(pool, method, first, retry=Retry.BROKEN)
+        item, stream = await self._call(pool, method, first, retry=Retry.BROKEN,
+                                        long_lived=long_lived)
         return item, stream, opened[-1]
 
     # UserService
@@ -222,7 +224,7 @@ class Backends:
         """
         first, stream, endpoint = await self._open_stream(
             self.chat, "Subscribe", lambda ch, _t: ChatServiceStub(ch).subscribe(
-                SubscribeRequest(room=room, since=since)))
+                SubscribeRequest(room=room, since=since)), long_lived=True)
         async with aclosing(stream):  # type: ignore[type-var]
             try:
                 yield first

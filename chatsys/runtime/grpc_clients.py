@@ -114,6 +114,10 @@ class ChannelPool:
         self.resolve_every = resolve_every
         self.eject_seconds = eject_seconds
         self._channels: dict[Endpoint, Channel] = {}
+        # Long-lived streams (room subscriptions) get their own connection per endpoint: h2
+        # counts a connection's open streams on every new one, so unary calls sharing a
+        # connection with hundreds of subscriptions would pay for each of them.
+        self._stream_channels: dict[Endpoint, Channel] = {}
         self._order: list[Endpoint] = []
         # Start the rotation anywhere, so gateways started together do not all send their
         # first calls (and their long-lived room subscriptions) to the same endpoint.
@@ -131,17 +135,22 @@ class ChannelPool:
         wanted = list(dict.fromkeys(endpoints))
         for gone in set(self._channels) - set(wanted):
             self._channels.pop(gone).close()
+            self._stream_channels.pop(gone).close()
             self._ejected_until.pop(gone, None)
         for endpoint in wanted:
             if endpoint not in self._channels:
-                channel = Channel(*endpoint, config=self._config)
-                metrics.instrument_channel(channel)
-                self._channels[endpoint] = channel
+                self._channels[endpoint] = self._new_channel(endpoint)
+                self._stream_channels[endpoint] = self._new_channel(endpoint)
         if wanted != self._order:
             log.info("%s endpoints: %s", self.service,
                      ", ".join(label(e) for e in wanted) or "none")
         self._order = wanted
         metrics.CLIENT_ENDPOINTS.labels(self.service).set(len(wanted))
+
+    def _new_channel(self, endpoint: Endpoint) -> Channel:
+        channel = Channel(*endpoint, config=self._config)  # connects on first use
+        metrics.instrument_channel(channel)
+        return channel
 
     async def refresh(self) -> None:
         if not self.target.is_dns:
@@ -165,8 +174,10 @@ class ChannelPool:
                 await self._resolve_now.wait()
             await anyio.sleep(MIN_RESOLVE_GAP)
 
-    def pick(self, avoid: Collection[Endpoint] = ()) -> tuple[Endpoint, Channel]:
-        """The next healthy endpoint not in ``avoid`` (an ejected one if nothing else is left).
+    def pick(self, avoid: Collection[Endpoint] = (), *,
+             long_lived: bool = False) -> tuple[Endpoint, Channel]:
+        """The next healthy endpoint not in ``avoid`` (an ejected one if nothing else is left),
+        with its channel for calls, or for long-lived streams when ``long_lived``.
 
         Raises :class:`NoEndpoint` when nothing is resolved or everything was avoided.
         """
@@ -179,7 +190,8 @@ class ChannelPool:
         endpoint = pool[self._next % len(pool)]
         self._next += 1
         metrics.CLIENT_CALLS.labels(self.service, label(endpoint)).inc()
-        return endpoint, self._channels[endpoint]
+        channels = self._stream_channels if long_lived else self._channels
+        return endpoint, channels[endpoint]
 
     def failed(self, endpoint: Endpoint) -> None:
         """A call could not reach ``endpoint``: skip it for a while and re-resolve DNS soon."""
@@ -198,7 +210,8 @@ class ChannelPool:
         self._ejected_until.pop(endpoint, None)
 
     def endpoint_of(self, channel: Channel) -> Endpoint:
-        return next(e for e, ch in self._channels.items() if ch is channel)
+        return next(e for e in self._channels
+                    if channel is self._channels[e] or channel is self._stream_channels[e])
 
     def channel(self, endpoint: Endpoint) -> Channel:
         """The channel of a known endpoint, not counted as a call (health checks)."""
@@ -208,7 +221,8 @@ class ChannelPool:
         return self._ejected_until.get(endpoint, 0.0) > time.monotonic()
 
     def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in [*self._channels.values(), *self._stream_channels.values()]:
             channel.close()
         self._channels.clear()
+        self._stream_channels.clear()
         self._order = []

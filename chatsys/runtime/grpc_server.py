@@ -16,10 +16,12 @@ import anyio
 from anyio.abc import TaskStatus
 from grpclib.health.check import ServiceCheck, ServiceStatus
 from grpclib.health.service import Health
+from grpclib.protocol import H2Protocol
 from grpclib.reflection._deprecated import ServerReflection as ServerReflectionV1Alpha
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 from grpclib.utils import _service_name
+from h2.settings import SettingCodes
 
 from chatsys.runtime import metrics
 from chatsys.runtime.settings import Settings
@@ -40,6 +42,28 @@ def _describe_builtin_services() -> None:
 
 _describe_builtin_services()
 Probe = Callable[[], Awaitable[Any]]
+MAX_CONCURRENT_STREAMS = 1 << 20
+
+
+class _ManyStreamsProtocol(H2Protocol):
+    """Advertises a large SETTINGS_MAX_CONCURRENT_STREAMS instead of h2's default of 100.
+
+    A gateway holds one Subscribe stream per room with local members, all on one connection
+    per A endpoint; with h2's default the 101st room's stream (and then every other call on
+    that connection) waits for a stream to close. grpclib offers no setting for it.
+    """
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self.connection._connection.update_settings(
+            {SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS})
+        self.connection.flush()
+
+
+class _Server(Server):
+    def _protocol_factory(self) -> H2Protocol:
+        made = super()._protocol_factory()  # registers its handler with the server
+        return _ManyStreamsProtocol(made.handler, made.config, made.h2_config)
 
 
 def _probe_check(probe: Probe) -> ServiceCheck:
@@ -70,7 +94,7 @@ async def serve_grpc(
         ServerReflectionV1Alpha(_service_names=reflected,
                                 _pool=default_google_proto_descriptor_pool),
     ]
-    server = Server([*services, health, *reflection])
+    server = _Server([*services, health, *reflection])
     metrics.instrument_server(server)
     await server.start(settings.host, settings.port, reuse_port=False)
     port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
