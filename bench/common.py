@@ -60,6 +60,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cancel_on_sigterm() -> None:
+    """SIGTERM cancels the calling (main) task, as Ctrl-C does under ``asyncio.run``, so the
+    ``finally`` blocks that stop every child process run on either."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
 # --- process trees ------------------------------------------------------------------------
 
 def _children_map() -> dict[int, list[int]]:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Children, process_tree, raise_nofile, rss_bytes
+from bench.common import Children, cancel_on_sigterm, process_tree, raise_nofile, rss_bytes
 from bench.loadgen import LoadGen
 from bench.run import ALL_TARGETS, _output_dir, started
 
@@ -67,6 +67,7 @@ async def idle(target: str, args: argparse.Namespace, out_dir: Path) -> dict[str
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
+    cancel_on_sigterm()
     out_dir = _output_dir(args.out)
     results = []
     for target in args.targets.split(","):
@@ -101,11 +102,15 @@ def main(argv: list[str] | None = None) -> None:
     if limit < args.sockets + 256:
         parser.error(f"RLIMIT_NOFILE hard limit {limit} is too low for {args.sockets} sockets")
     try:
-        import uvloop
-    except ImportError:
-        results = asyncio.run(main_async(args))
-    else:
-        results = uvloop.run(main_async(args))
+        try:
+            import uvloop
+        except ImportError:
+            results = asyncio.run(main_async(args))
+        else:
+            results = uvloop.run(main_async(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; every process the bench started was stopped", file=sys.stderr)
+        raise SystemExit(130) from None
     print(json.dumps({"idle": results}), flush=True)
 
 

@@ -32,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import PYTHON, Children, raise_nofile, summary
+from bench.common import PYTHON, Children, cancel_on_sigterm, raise_nofile, summary
 
 log = logging.getLogger("bench.loadgen")
 MESSAGE_PREFIX = '{"type":"message","id":"'
@@ -477,6 +477,7 @@ def holds(step: dict[str, Any], p99_limit_ms: float = 100.0) -> bool:
 
 
 async def standalone(args: argparse.Namespace) -> dict[str, Any]:
+    cancel_on_sigterm()
     children = Children()
     try:
         async with LoadGen(args.url, args.procs, children) as gen:

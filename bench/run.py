@@ -38,6 +38,7 @@ from bench.common import (
     PYTHON,
     ROOT,
     Children,
+    cancel_on_sigterm,
     cpu_seconds,
     find_child,
     free_port,
@@ -527,6 +528,7 @@ def _write_json(paths: list[Path], result: dict[str, Any]) -> None:
 
 
 async def run(args: argparse.Namespace, p: Params) -> dict[str, Any]:
+    cancel_on_sigterm()
     out_dir = _output_dir(args.out)
     profile_dir = Path(args.py_spy) if args.py_spy else None
     targets = args.targets.split(",")
@@ -634,11 +636,15 @@ def main(argv: list[str] | None = None) -> None:
     raise_nofile(65536)
     p = params(args)
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(run(args, p))
-    else:
-        uvloop.run(run(args, p))
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(run(args, p))
+        else:
+            uvloop.run(run(args, p))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; every process the bench started was stopped", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
