@@ -33,6 +33,17 @@ from bench.run import ALL_TARGETS, _output_dir, started
 GIB = 2**30
 
 
+def _nofile(pid: int) -> int | None:
+    """The gateway's soft RLIMIT_NOFILE as the kernel sees it (inherited from the bench)."""
+    try:
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 async def idle(target: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     children = Children()
     extra: tuple[str, ...] = ()
@@ -42,6 +53,7 @@ async def idle(target: str, args: argparse.Namespace, out_dir: Path) -> dict[str
         async with started(target, children, out_dir, extra=extra) as server:
             tree = process_tree(server.gateway_pid)
             before = rss_bytes(tree)
+            nofile = _nofile(server.gateway_pid)
             async with LoadGen(f"ws://127.0.0.1:{server.port}", args.procs, children) as gen:
                 connect = await gen.connect(args.sockets, args.rate, args.room_size)
                 await asyncio.sleep(args.settle)
@@ -57,6 +69,7 @@ async def idle(target: str, args: argparse.Namespace, out_dir: Path) -> dict[str
             "failures": connect["failures"], "failure_kinds": connect["failure_kinds"],
             "connect_mean_ms": connect["mean_ms"], "connect_p99_ms": connect["p99_ms"],
             "pongs": pings["pongs"], "gateway_processes": len(tree),
+            "gateway_nofile_limit": nofile,
             "rss_before_mib": round(before / 2**20, 1),
             "rss_connected_mib": round(connected / 2**20, 1),
             "rss_after_ping_mib": round(after_ping / 2**20, 1),
