@@ -78,15 +78,18 @@ class _GrpcMetrics:
         self.call.set((labels, seconds, time.perf_counter()))
 
     def end(self, status: Any) -> None:
+        self.finish(status.name)
+
+    def finish(self, code: str) -> None:
+        """Count the current call as handled with ``code`` (a no-op if none is running)."""
         call = self.call.get()
         if call is None:
             return
         labels, seconds, started = call
         self.call.set(None)
-        handled = self._handled.get((labels, status.name))
+        handled = self._handled.get((labels, code))
         if handled is None:
-            handled = self._handled[labels, status.name] = self.handled.labels(*labels,
-                                                                                status.name)
+            handled = self._handled[labels, code] = self.handled.labels(*labels, code)
         handled.inc()
         seconds.observe(time.perf_counter() - started)
 
@@ -136,13 +139,7 @@ def instrument_channel(channel: Any) -> None:
 
 def record_client_failure(exc: BaseException) -> None:
     """A call that ended without trailers (connection refused, reset) still counts."""
-    call = CLIENT.call.get()
-    if call is None:
-        return
-    labels, started = call
-    CLIENT.call.set(None)
-    CLIENT.handled.labels(*labels, "UNAVAILABLE").inc()
-    CLIENT.seconds.labels(*labels).observe(time.perf_counter() - started)
+    CLIENT.finish("UNAVAILABLE")
 
 
 def exposition() -> tuple[bytes, str]:
