@@ -7,6 +7,7 @@ second signal arrives) the root scope is cancelled. No service installs its own 
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,23 @@ import anyio
 
 log = logging.getLogger("chatsys.lifecycle")
 Main = Callable[[anyio.Event], Awaitable[None]]
+# Generation thresholds: CPython's defaults are (2000, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a server holding thousands of live sockets.
+
+    With CPython's default thresholds a gateway accepting 200 joins/s ran a full collection
+    each time its heap grew by a quarter, walking every object of every open socket while the
+    event loop stood still: connect p99 was 214 ms with a 2 ms median (2,000 users at 200/s,
+    ``python -m bench.run``). Freezing what start-up allocated and raising the thresholds
+    brought it to 15-20 ms and the mean from 12.5 to 2.8 ms, same run, same RSS; see
+    docs/performance.md. Reference cycles are still collected, only less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _uvloop_available() -> bool:
@@ -48,5 +66,6 @@ async def supervise(main: Main, grace: float) -> None:
 
 def run(main: Main, *, grace: float) -> None:
     """Run ``main`` on asyncio (uvloop when installed) until it returns or a signal stops it."""
+    tune_gc()
     anyio.run(supervise, main, grace, backend="asyncio",
               backend_options={"use_uvloop": _uvloop_available()})
