@@ -15,12 +15,13 @@ import math
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from chatsys.runtime.children import free_port as free_port  # one definition, re-exported
 
 PYTHON = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,12 +53,6 @@ def raise_nofile(wanted: int) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
     return int(soft)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cancel_on_sigterm() -> None:

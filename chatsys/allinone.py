@@ -10,7 +10,6 @@ takes the rest down with a non-zero exit.
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 from contextlib import suppress
 from functools import partial
@@ -20,17 +19,11 @@ import anyio.abc
 import httpx
 
 from chatsys.runtime import lifecycle
-from chatsys.runtime.children import spawn, terminate, wait_any, watch
+from chatsys.runtime.children import free_port, spawn, terminate, wait_any, watch
 from chatsys.runtime.settings import Settings, options_for
 
 log = logging.getLogger("chatsys.all")
 READY_TIMEOUT = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _gateway_flags(settings: Settings) -> list[str]:
@@ -43,7 +36,7 @@ def _gateway_flags(settings: Settings) -> list[str]:
 
 
 def commands(settings: Settings) -> dict[str, list[str]]:
-    a_port, a_metrics, b_port, b_metrics = (_free_port() for _ in range(4))
+    a_port, a_metrics, b_port, b_metrics = (free_port() for _ in range(4))
     common = ["--log-level", settings.log_level, "--log-format", settings.log_format,
               "--shutdown-grace", str(settings.shutdown_grace)]
     data = ["--data-dir", str(settings.data_dir)]

@@ -17,13 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from chatsys.runtime.children import free_port as free_port  # one definition, re-exported
+
 PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str,

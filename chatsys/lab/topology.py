@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from contextlib import suppress
@@ -24,7 +23,7 @@ import anyio
 import anyio.abc
 import httpx
 
-from chatsys.runtime.children import terminate
+from chatsys.runtime.children import free_port, terminate
 
 log = logging.getLogger("chatsys.lab")
 READY_TIMEOUT = 60.0
@@ -34,12 +33,6 @@ REDIS_SERVER = shutil.which("redis-server")
 
 class TopologyError(RuntimeError):
     """The local topology could not start; the message says which process and why."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import subprocess
 from collections.abc import Sequence
 from contextlib import suppress
@@ -17,6 +18,13 @@ import anyio
 import anyio.abc
 
 log = logging.getLogger("chatsys.children")
+
+
+def free_port() -> int:
+    """A loopback port free right now, for a child told to listen on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def spawn(command: Sequence[str]) -> anyio.abc.Process:
