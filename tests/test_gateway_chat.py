@@ -274,7 +274,7 @@ async def test_health_ready_and_metrics(system: System, request: pytest.FixtureR
                  'chatsys_messages_total{kind="text"}', "chatsys_message_ack_seconds_bucket",
                  "chatsys_fanout_deliveries_total", "chatsys_http_request_seconds_bucket",
                  "process_cpu_seconds_total", "grpc_client_started_total",
-                 'grpc_client_handled_total{grpc_code="OK",grpc_method="Append",'
+                 'grpc_client_handled_total{grpc_code="OK",grpc_method="AppendBatch",'
                  'grpc_service="chatsys.chat.v1.ChatService",grpc_type="unary"}',
                  "grpc_client_handling_seconds_bucket"]:
         assert name in text, name

@@ -14,6 +14,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from chatsys.stubs.chatsys.chat.v1 import (
+    AppendBatchRequest,
     AppendRequest,
     ChatServiceStub,
     FileRef,
@@ -97,6 +98,34 @@ async def test_append_validation(channel: Channel) -> None:
             assert await _status(chat.append(request)) is expected
         ok = await chat.append(AppendRequest(room="r", user="ana", text="x" * 4000))
         assert ok.message is not None and ok.message.text == "x" * 4000
+
+
+async def test_append_batch_answers_each_append_in_order(channel: Channel) -> None:
+    """Bad appends fail alone with their own status; good ones around them are stored, in order."""
+    chat = ChatServiceStub(channel)
+    with anyio.fail_after(5):
+        reply = await chat.append_batch(AppendBatchRequest(appends=[
+            AppendRequest(room="batch", user="ana", session="s", text="one"),
+            AppendRequest(room="batch", user="ana", text=""),
+            AppendRequest(room="batch", user="ana", text="x" * 4001),
+            AppendRequest(room="batch", user="ana", file=FileRef(id="f1", name="a.txt", size=3)),
+            AppendRequest(room="bad room", user="ana", text="hi"),
+        ]))
+        assert len(reply.outcomes) == 5
+        good = [reply.outcomes[0].message, reply.outcomes[3].message]
+        assert all(m is not None for m in good)
+        assert good[0].text == "one" and good[1].file.id == "f1"  # type: ignore[union-attr]
+        assert good[0].id < good[1].id  # type: ignore[union-attr]
+        failures = [o.failure for o in (reply.outcomes[1], reply.outcomes[2], reply.outcomes[4])]
+        assert [Status(f.status) for f in failures] == [  # type: ignore[union-attr]
+            Status.INVALID_ARGUMENT, Status.OUT_OF_RANGE, Status.INVALID_ARGUMENT]
+        assert all(f.detail for f in failures)  # type: ignore[union-attr]
+        stored = await chat.history(HistoryRequest(room="batch"))
+        assert [m.id for m in stored.messages] == [m.id for m in good]  # type: ignore[union-attr]
+        assert (await chat.append_batch(AppendBatchRequest())).outcomes == []
+        too_many = AppendBatchRequest(appends=[AppendRequest(room="batch", user="ana",
+                                                             text="x")] * 1001)
+        assert await _status(chat.append_batch(too_many)) is Status.INVALID_ARGUMENT
 
 
 async def test_append_and_history(channel: Channel) -> None:

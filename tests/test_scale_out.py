@@ -160,8 +160,8 @@ async def test_chat_across_gateways_and_a_replicas(topology: Topology) -> None:
             await bo.client.send({"type": "text", "text": "hi from gw2", "ref": "b0"})
             await ana.wait(lambda: len(ana.messages) == 2, 15)
             assert [m["text"] for m in ana.messages] == ["hi from gw1", "hi from gw2"]
-            before = [metric(scrape(a.metrics_port), "grpc_server_handled_total",
-                             grpc_method="Append", grpc_code="OK") for a in topology.a]
+            before = [metric(scrape(a.metrics_port), "chatsys_messages_stored_total")
+                      for a in topology.a]
             # 100 more, from both gateways at once.
             for i in range(50):
                 await ana.client.send({"type": "text", "text": f"a{i}", "ref": f"a{i + 1}"})
@@ -173,8 +173,8 @@ async def test_chat_across_gateways_and_a_replicas(topology: Topology) -> None:
             tg.cancel_scope.cancel()
     assert not ana.errors and not bo.errors
     assert ana.ids() == bo.ids() == sorted(ana.ids()) and len(set(ana.ids())) == 102
-    after = [metric(scrape(a.metrics_port), "grpc_server_handled_total",
-                    grpc_method="Append", grpc_code="OK") for a in topology.a]
+    after = [metric(scrape(a.metrics_port), "chatsys_messages_stored_total")
+             for a in topology.a]
     spread = [x - y for x, y in zip(after, before, strict=True)]
     assert sum(spread) == 100 and min(spread) >= 25, spread  # round robin: about 50 each
     # Each gateway saw both A endpoints and counts its calls per endpoint.

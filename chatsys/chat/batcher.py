@@ -22,7 +22,7 @@ from prometheus_client import Counter, Histogram
 
 from chatsys.chat.broker import Broker
 from chatsys.chat.store import MessageStore
-from chatsys.errors import Internal, Unavailable
+from chatsys.errors import ChatError, Internal, Unavailable
 from chatsys.stubs.chatsys.chat.v1 import Message
 
 log = logging.getLogger("chatsys.chat.batcher")
@@ -52,14 +52,29 @@ class Batcher:
 
     async def append(self, message: Message) -> Message:
         """Store ``message`` (id empty); returns it with id and ts once committed and published."""
+        return await self._queue([message])[0]
+
+    async def append_many(self, messages: list[Message]) -> list[Message | ChatError]:
+        """Store several messages, queued together (all or none): each one's stored form or
+        the error that stopped it, in order."""
+        outcomes: list[Message | ChatError] = []
+        for future in self._queue(messages):
+            try:
+                outcomes.append(await future)
+            except ChatError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _queue(self, messages: list[Message]) -> list[asyncio.Future[Message]]:
         if self._closing:
             raise Unavailable("the chat service is shutting down")
-        if len(self._pending) >= MAX_PENDING:
+        if len(self._pending) + len(messages) > MAX_PENDING:
             raise Unavailable("the chat service is overloaded")
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending.append((message, future))
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Message]] = [loop.create_future() for _ in messages]
+        self._pending.extend(zip(messages, futures, strict=True))
         self._wake.set()
-        return await future
+        return futures
 
     async def run(self) -> None:
         """The write loop; returns after :meth:`close` once everything queued is committed."""

@@ -17,9 +17,13 @@ from chatsys.chat.batcher import Batcher
 from chatsys.chat.broker import Broker
 from chatsys.chat.hub import HubClosed, Overflowed
 from chatsys.chat.store import MAX_HISTORY, MessageStore, order_key
-from chatsys.errors import BadRequest, TooLarge
+from chatsys.errors import BadRequest, ChatError, TooLarge, to_grpc
 from chatsys.runtime import rpc
 from chatsys.stubs.chatsys.chat.v1 import (
+    AppendBatchRequest,
+    AppendBatchResponse,
+    AppendFailure,
+    AppendOutcome,
     AppendRequest,
     AppendResponse,
     ChatServiceBase,
@@ -37,6 +41,15 @@ from chatsys.stubs.chatsys.chat.v1 import (
 
 MAX_SESSION_CHARS = 128
 MAX_FILE_FIELD_CHARS = 512
+MAX_BATCH_APPENDS = 1000
+
+
+def _outcome(result: Message | ChatError) -> AppendOutcome:
+    if isinstance(result, ChatError):
+        status = to_grpc(result)
+        return AppendOutcome(failure=AppendFailure(status=status.status.value,
+                                                   detail=status.message or ""))
+    return AppendOutcome(message=result)
 
 
 class ChatService(ChatServiceBase):
@@ -65,19 +78,39 @@ class ChatService(ChatServiceBase):
                                  content_type=ref.content_type)
         raise BadRequest("text or file is required")
 
-    @rpc.unary
-    async def append(self, message: AppendRequest) -> AppendResponse:
-        room = validation.room_name(message.room)
-        user = validation.user_name(message.user)
-        if len(message.session) > MAX_SESSION_CHARS:
+    def _draft(self, request: AppendRequest) -> Message:
+        """The message to store for a valid request (id and ts still empty)."""
+        room = validation.room_name(request.room)
+        user = validation.user_name(request.user)
+        if len(request.session) > MAX_SESSION_CHARS:
             raise BadRequest("session is too long")
-        text, file = self._body(message)
-        draft = Message(room=room, user=user, session=message.session)
+        text, file = self._body(request)
+        draft = Message(room=room, user=user, session=request.session)
         if text is not None:
             draft.text = text
         else:
             draft.file = file
-        return AppendResponse(message=await self.batcher.append(draft))
+        return draft
+
+    @rpc.unary
+    async def append(self, message: AppendRequest) -> AppendResponse:
+        return AppendResponse(message=await self.batcher.append(self._draft(message)))
+
+    @rpc.unary
+    async def append_batch(self, message: AppendBatchRequest) -> AppendBatchResponse:
+        if len(message.appends) > MAX_BATCH_APPENDS:
+            raise BadRequest(f"at most {MAX_BATCH_APPENDS} appends per batch")
+        outcomes: list[Message | ChatError] = []
+        drafts: list[Message] = []
+        for request in message.appends:
+            try:
+                drafts.append(self._draft(request))
+                outcomes.append(drafts[-1])
+            except ChatError as exc:
+                outcomes.append(exc)
+        stored = iter(await self.batcher.append_many(drafts) if drafts else [])
+        return AppendBatchResponse(outcomes=[
+            _outcome(slot if isinstance(slot, ChatError) else next(stored)) for slot in outcomes])
 
     @rpc.unary
     async def history(self, message: HistoryRequest) -> HistoryResponse:

@@ -31,10 +31,13 @@ from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from chatsys.errors import ChatError, Unavailable, from_grpc
+from chatsys.gateway.appends import AppendQueue
 from chatsys.runtime import metrics
 from chatsys.runtime.grpc_clients import ChannelPool, Endpoint, NoEndpoint, parse_target
 from chatsys.runtime.settings import Settings
 from chatsys.stubs.chatsys.chat.v1 import (
+    AppendBatchRequest,
+    AppendFailure,
     AppendRequest,
     ChatServiceStub,
     FileRef,
@@ -71,6 +74,13 @@ MAX_ATTEMPTS = 3
 UPLOAD_DEADLINE_FACTOR = 12  # an upload or download streams up to --max-file-bytes
 
 
+def _status(code: int) -> Status:
+    try:
+        return Status(code)
+    except ValueError:
+        return Status.UNKNOWN
+
+
 class Retry(enum.Enum):
     UNSENT = "unsent"  # only if the request did no work (writes)
     BROKEN = "broken"  # after any failure of the endpoint (reads)
@@ -105,6 +115,7 @@ class Backends:
         self.files = ChannelPool(parse_target(settings.files_addr), service="files",
                                  keepalive=keepalive)
         self.pools = (self.users, self.chat, self.files)
+        self.appends = AppendQueue(self._append_batch)
         self.signer = signer_for(settings.auth_secret)
 
     async def _call(self, pool: ChannelPool, method: str,
@@ -197,10 +208,22 @@ class Backends:
         return await self._append(request)
 
     async def _append(self, request: AppendRequest) -> Message:
-        reply = await self._call(self.chat, "Append", lambda ch, t: ChatServiceStub(ch).append(
-            request, timeout=t), retry=Retry.UNSENT)
-        assert reply.message is not None
-        return reply.message
+        return await self.appends.append(request)
+
+    async def _append_batch(self, requests: list[AppendRequest]) -> list[Message | ChatError]:
+        """One AppendBatch call (see :mod:`chatsys.gateway.appends`): retried, or failed, as a
+        whole like one Append; each message's own failure maps like a failed call's status."""
+        reply = await self._call(self.chat, "AppendBatch", lambda ch, t: ChatServiceStub(
+            ch).append_batch(AppendBatchRequest(appends=requests), timeout=t),
+            retry=Retry.UNSENT)
+        outcomes: list[Message | ChatError] = []
+        for outcome in reply.outcomes:
+            if outcome.message is not None:
+                outcomes.append(outcome.message)
+            else:
+                failure = outcome.failure or AppendFailure(status=Status.INTERNAL.value)
+                outcomes.append(from_grpc(GRPCError(_status(failure.status), failure.detail)))
+        return outcomes
 
     async def history(self, room: str, since: str, limit: int) -> list[Message]:
         reply = await self._call(self.chat, "History", lambda ch, t: ChatServiceStub(ch).history(

@@ -33,6 +33,7 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
             for pool in gateway.backends.pools:
                 background.start_soon(pool.run)
             await background.start(gateway.hub.run)
+            await background.start(gateway.backends.appends.run)
             async with anyio.create_task_group() as serving:
                 port = await serving.start(server.serve, app, server_stop)
                 log.info("gateway (%s) listening on http://%s:%d", settings.server,

@@ -1,0 +1,112 @@
+"""Coalesced appends: every socket's sends share a few ``AppendBatch`` calls to A.
+
+One gRPC call per chat message cost the gateway more CPU than anything but the sockets
+themselves (headers, a new HTTP/2 stream, deadline and metrics bookkeeping per message), and
+cost A as much again. Here a send joins a queue; ``LANES`` long-lived lanes each take whatever
+has queued, send it as one batch and hand every sender its own outcome. An idle lane sends a
+lone message at once, so a quiet gateway adds no latency; under load the batches grow by
+themselves while the lanes are busy, and the cost per message falls as the rate rises.
+
+A batch is retried, lost or refused as a whole exactly as one ``Append`` was (see
+:mod:`chatsys.gateway.backends`); each message's own failure (a bad request, a failed commit)
+comes back to its sender alone. A sender that gives up (its socket closed) before its message
+left the queue is dropped from the batch; one whose message is already on the wire may still
+be stored, as with any call cancelled in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from chatsys.errors import ChatError, Internal, Unavailable
+from chatsys.stubs.chatsys.chat.v1 import AppendRequest, Message
+
+log = logging.getLogger("chatsys.gateway.appends")
+LANES = 2
+MAX_BATCH = 64  # texts of up to 16 KB each stay well inside gRPC's 4 MiB message limit
+SendBatch = Callable[[list[AppendRequest]], Awaitable[list[Message | ChatError]]]
+Pending = tuple[AppendRequest, asyncio.Future[Message]]
+
+
+class AppendQueue:
+    def __init__(self, send_batch: SendBatch, *, lanes: int = LANES,
+                 max_batch: int = MAX_BATCH) -> None:
+        self._send_batch = send_batch
+        self.lanes = lanes
+        self.max_batch = max_batch
+        self._pending: list[Pending] = []
+        self._wake = asyncio.Event()
+        self._open = False
+
+    async def append(self, request: AppendRequest) -> Message:
+        """Store one message through the next batch; its stored form, or its ChatError."""
+        if not self._open:
+            raise Unavailable("the gateway is shutting down")
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        self._wake.set()
+        return await future
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """The lanes; runs in the gateway's task group until cancelled."""
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.lanes):
+                    tg.start_soon(self._lane)
+                self._open = True
+                task_status.started()
+        finally:
+            self._open = False
+            pending, self._pending = self._pending, []
+            _fail(pending, Unavailable("the gateway is shutting down"))
+
+    def _take(self) -> list[Pending]:
+        """The next batch, without senders that already gave up."""
+        items = self._pending[: self.max_batch]
+        del self._pending[: self.max_batch]
+        return [item for item in items if not item[1].done()]
+
+    async def _lane(self) -> None:
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._take()
+            if not batch:
+                continue
+            try:
+                outcomes = await self._send_batch([request for request, _ in batch])
+            except ChatError as exc:
+                _fail(batch, exc)
+                continue
+            except Exception:
+                log.exception("an append batch failed")
+                _fail(batch, Internal("internal error"))
+                continue
+            except BaseException:  # cancelled: the gateway is stopping
+                _fail(batch, Unavailable("the gateway is shutting down"))
+                raise
+            if len(outcomes) != len(batch):
+                log.error("AppendBatch answered %d outcomes for %d appends",
+                          len(outcomes), len(batch))
+                _fail(batch, Internal("internal error"))
+                continue
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, ChatError):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+
+def _fail(batch: list[Pending], error: ChatError) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(type(error)(error.message))

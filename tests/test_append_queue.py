@@ -1,0 +1,143 @@
+"""The gateway's append coalescing (pure logic: the batch sender is a plain function)."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from chatsys.errors import BadRequest, ChatError, Unavailable
+from chatsys.gateway.appends import AppendQueue
+from chatsys.stubs.chatsys.chat.v1 import AppendRequest, Message
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _request(text: str) -> AppendRequest:
+    return AppendRequest(room="r", user="u", text=text)
+
+
+async def test_concurrent_appends_share_batches_and_get_their_own_outcome() -> None:
+    batches: list[list[str]] = []
+    release = anyio.Event()
+
+    async def send(requests: list[AppendRequest]) -> list[Message | ChatError]:
+        batches.append([r.text or "" for r in requests])
+        await release.wait()
+        return [BadRequest(f"no {r.text}") if r.text == "bad" else Message(id=r.text, text=r.text)
+                for r in requests]
+
+    queue = AppendQueue(send, lanes=1, max_batch=3)
+    results: dict[str, str] = {}
+
+    async def one(text: str) -> None:
+        try:
+            results[text] = (await queue.append(_request(text))).id
+        except ChatError as exc:
+            results[text] = f"{exc.code}: {exc.message}"
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(queue.run)
+            async with anyio.create_task_group() as senders:
+                for text in ["a", "b", "bad", "c", "d"]:
+                    senders.start_soon(one, text)
+                    await anyio.sleep(0)  # queued in this order
+                while not batches:
+                    await anyio.sleep(0.001)
+                release.set()
+            tg.cancel_scope.cancel()
+    # The first sends alone (its lane was idle); the rest queued meanwhile and go together,
+    # at most max_batch at a time.
+    assert batches == [["a"], ["b", "bad", "c"], ["d"]]
+    assert results == {"a": "a", "b": "b", "bad": "bad_request: no bad", "c": "c", "d": "d"}
+
+
+async def test_a_failed_batch_fails_each_of_its_senders() -> None:
+    async def send(requests: list[AppendRequest]) -> list[Message | ChatError]:
+        raise Unavailable("A is down")
+
+    queue = AppendQueue(send, lanes=2)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(queue.run)
+            for _ in range(3):
+                with pytest.raises(Unavailable, match="A is down"):
+                    await queue.append(_request("x"))
+            tg.cancel_scope.cancel()
+
+
+async def test_a_wrong_number_of_outcomes_is_internal_not_a_hang() -> None:
+    async def send(requests: list[AppendRequest]) -> list[Message | ChatError]:
+        return []
+
+    queue = AppendQueue(send, lanes=1)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(queue.run)
+            with pytest.raises(ChatError) as info:
+                await queue.append(_request("x"))
+            assert info.value.code == "internal"
+            tg.cancel_scope.cancel()
+
+
+async def test_stopping_fails_queued_and_in_flight_appends_and_refuses_new_ones() -> None:
+    started = anyio.Event()
+
+    async def send(requests: list[AppendRequest]) -> list[Message | ChatError]:
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    queue = AppendQueue(send, lanes=1)
+    errors: list[str] = []
+
+    async def one(text: str) -> None:
+        try:
+            await queue.append(_request(text))
+        except ChatError as exc:
+            errors.append(exc.code)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as outer:
+            async with anyio.create_task_group() as tg:
+                await tg.start(queue.run)
+                outer.start_soon(one, "in flight")
+                await started.wait()
+                outer.start_soon(one, "queued")
+                await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+    assert errors == ["unavailable", "unavailable"]
+    with pytest.raises(Unavailable):
+        await queue.append(_request("late"))
+
+
+async def test_a_sender_that_gave_up_is_left_out_of_the_next_batch() -> None:
+    batches: list[list[str]] = []
+    release = anyio.Event()
+
+    async def send(requests: list[AppendRequest]) -> list[Message | ChatError]:
+        batches.append([r.text or "" for r in requests])
+        await release.wait()
+        return [Message(id=r.text) for r in requests]
+
+    queue = AppendQueue(send, lanes=1)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(queue.run)
+            tg.start_soon(queue.append, _request("first"))
+            while not batches:
+                await anyio.sleep(0.001)
+            with anyio.move_on_after(0.01):
+                await queue.append(_request("gave up"))
+            tg.start_soon(queue.append, _request("kept"))
+            await anyio.sleep(0.01)
+            release.set()
+            while len(batches) < 2:
+                await anyio.sleep(0.001)
+            tg.cancel_scope.cancel()
+    assert batches == [["first"], ["kept"]]
