@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from chatsys.errors import BadRequest, ChatError, Unavailable
 from chatsys.gateway.appends import AppendQueue
-from chatsys.stubs.chatsys.chat.v1 import AppendRequest, Message
+from chatsys.stubs.chatsys.chat.v1 import AppendRequest, Stored
 
 pytestmark = pytest.mark.anyio
 
@@ -21,14 +22,31 @@ def _request(text: str) -> AppendRequest:
     return AppendRequest(room="r", user="u", text=text)
 
 
+class Batches:
+    """The batches a fake sender saw, and a way to wait for the n-th."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[str]] = []
+        self._changed = anyio.Event()
+
+    def add(self, requests: list[AppendRequest]) -> None:
+        self.seen.append([r.text or "" for r in requests])
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def until(self, count: int) -> None:
+        while len(self.seen) < count:
+            await self._changed.wait()
+
+
 async def test_concurrent_appends_share_batches_and_get_their_own_outcome() -> None:
-    batches: list[list[str]] = []
+    batches = Batches()
     release = anyio.Event()
 
-    async def send(requests: list[AppendRequest]) -> list[Message | ChatError]:
-        batches.append([r.text or "" for r in requests])
+    async def send(requests: list[AppendRequest]) -> list[Stored | ChatError]:
+        batches.add(requests)
         await release.wait()
-        return [BadRequest(f"no {r.text}") if r.text == "bad" else Message(id=r.text, text=r.text)
+        return [BadRequest(f"no {r.text}") if r.text == "bad" else Stored(id=r.text)
                 for r in requests]
 
     queue = AppendQueue(send, lanes=1, max_batch=3)
@@ -46,19 +64,18 @@ async def test_concurrent_appends_share_batches_and_get_their_own_outcome() -> N
             async with anyio.create_task_group() as senders:
                 for text in ["a", "b", "bad", "c", "d"]:
                     senders.start_soon(one, text)
-                    await anyio.sleep(0)  # queued in this order
-                while not batches:
-                    await anyio.sleep(0.001)
+                    await anyio.lowlevel.checkpoint()  # queued in this order
+                await batches.until(1)
                 release.set()
             tg.cancel_scope.cancel()
     # The first sends alone (its lane was idle); the rest queued meanwhile and go together,
     # at most max_batch at a time.
-    assert batches == [["a"], ["b", "bad", "c"], ["d"]]
+    assert batches.seen == [["a"], ["b", "bad", "c"], ["d"]]
     assert results == {"a": "a", "b": "b", "bad": "bad_request: no bad", "c": "c", "d": "d"}
 
 
 async def test_a_failed_batch_fails_each_of_its_senders() -> None:
-    async def send(requests: list[AppendRequest]) -> list[Message | ChatError]:
+    async def send(requests: list[AppendRequest]) -> list[Stored | ChatError]:
         raise Unavailable("A is down")
 
     queue = AppendQueue(send, lanes=2)
@@ -72,7 +89,7 @@ async def test_a_failed_batch_fails_each_of_its_senders() -> None:
 
 
 async def test_a_wrong_number_of_outcomes_is_internal_not_a_hang() -> None:
-    async def send(requests: list[AppendRequest]) -> list[Message | ChatError]:
+    async def send(requests: list[AppendRequest]) -> list[Stored | ChatError]:
         return []
 
     queue = AppendQueue(send, lanes=1)
@@ -88,7 +105,7 @@ async def test_a_wrong_number_of_outcomes_is_internal_not_a_hang() -> None:
 async def test_stopping_fails_queued_and_in_flight_appends_and_refuses_new_ones() -> None:
     started = anyio.Event()
 
-    async def send(requests: list[AppendRequest]) -> list[Message | ChatError]:
+    async def send(requests: list[AppendRequest]) -> list[Stored | ChatError]:
         started.set()
         await anyio.sleep_forever()
         raise AssertionError
@@ -117,27 +134,25 @@ async def test_stopping_fails_queued_and_in_flight_appends_and_refuses_new_ones(
 
 
 async def test_a_sender_that_gave_up_is_left_out_of_the_next_batch() -> None:
-    batches: list[list[str]] = []
+    batches = Batches()
     release = anyio.Event()
 
-    async def send(requests: list[AppendRequest]) -> list[Message | ChatError]:
-        batches.append([r.text or "" for r in requests])
+    async def send(requests: list[AppendRequest]) -> list[Stored | ChatError]:
+        batches.add(requests)
         await release.wait()
-        return [Message(id=r.text) for r in requests]
+        return [Stored(id=r.text) for r in requests]
 
     queue = AppendQueue(send, lanes=1)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             await tg.start(queue.run)
             tg.start_soon(queue.append, _request("first"))
-            while not batches:
-                await anyio.sleep(0.001)
+            await batches.until(1)
             with anyio.move_on_after(0.01):
                 await queue.append(_request("gave up"))
             tg.start_soon(queue.append, _request("kept"))
             await anyio.sleep(0.01)
             release.set()
-            while len(batches) < 2:
-                await anyio.sleep(0.001)
+            await batches.until(2)
             tg.cancel_scope.cancel()
-    assert batches == [["first"], ["kept"]]
+    assert batches.seen == [["first"], ["kept"]]

@@ -112,9 +112,8 @@ async def test_append_batch_answers_each_append_in_order(channel: Channel) -> No
             AppendRequest(room="bad room", user="ana", text="hi"),
         ]))
         assert len(reply.outcomes) == 5
-        good = [reply.outcomes[0].message, reply.outcomes[3].message]
-        assert all(m is not None for m in good)
-        assert good[0].text == "one" and good[1].file.id == "f1"  # type: ignore[union-attr]
+        good = [reply.outcomes[0].stored, reply.outcomes[3].stored]
+        assert all(m is not None and m.ts > 0 for m in good)
         assert good[0].id < good[1].id  # type: ignore[union-attr]
         failures = [o.failure for o in (reply.outcomes[1], reply.outcomes[2], reply.outcomes[4])]
         assert [Status(f.status) for f in failures] == [  # type: ignore[union-attr]
@@ -122,6 +121,7 @@ async def test_append_batch_answers_each_append_in_order(channel: Channel) -> No
         assert all(f.detail for f in failures)  # type: ignore[union-attr]
         stored = await chat.history(HistoryRequest(room="batch"))
         assert [m.id for m in stored.messages] == [m.id for m in good]  # type: ignore[union-attr]
+        assert stored.messages[0].text == "one" and stored.messages[1].file.id == "f1"  # type: ignore[union-attr]
         assert (await chat.append_batch(AppendBatchRequest())).outcomes == []
         too_many = AppendBatchRequest(appends=[AppendRequest(room="batch", user="ana",
                                                              text="x")] * 1001)

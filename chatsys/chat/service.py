@@ -35,6 +35,7 @@ from chatsys.stubs.chatsys.chat.v1 import (
     PublishPresenceRequest,
     PublishPresenceResponse,
     RoomEvent,
+    Stored,
     Subscribed,
     SubscribeRequest,
 )
@@ -49,7 +50,7 @@ def _outcome(result: Message | ChatError) -> AppendOutcome:
         status = to_grpc(result)
         return AppendOutcome(failure=AppendFailure(status=status.status.value,
                                                    detail=status.message or ""))
-    return AppendOutcome(message=result)
+    return AppendOutcome(stored=Stored(id=result.id, ts=result.ts))
 
 
 class ChatService(ChatServiceBase):

@@ -23,13 +23,13 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from chatsys.errors import ChatError, Internal, Unavailable
-from chatsys.stubs.chatsys.chat.v1 import AppendRequest, Message
+from chatsys.stubs.chatsys.chat.v1 import AppendRequest, Stored
 
 log = logging.getLogger("chatsys.gateway.appends")
 LANES = 2
 MAX_BATCH = 64  # texts of up to 16 KB each stay well inside gRPC's 4 MiB message limit
-SendBatch = Callable[[list[AppendRequest]], Awaitable[list[Message | ChatError]]]
-Pending = tuple[AppendRequest, asyncio.Future[Message]]
+SendBatch = Callable[[list[AppendRequest]], Awaitable[list[Stored | ChatError]]]
+Pending = tuple[AppendRequest, asyncio.Future[Stored]]
 
 
 class AppendQueue:
@@ -42,11 +42,11 @@ class AppendQueue:
         self._wake = asyncio.Event()
         self._open = False
 
-    async def append(self, request: AppendRequest) -> Message:
-        """Store one message through the next batch; its stored form, or its ChatError."""
+    async def append(self, request: AppendRequest) -> Stored:
+        """Store one message through the next batch: its id and ts, or its ChatError."""
         if not self._open:
             raise Unavailable("the gateway is shutting down")
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         self._wake.set()
         return await future

@@ -8,6 +8,11 @@ Two behaviours of Granian 2.8 that the gateway must not inherit:
   as an empty 403. Buffering the body and sending it in one piece, with its length, keeps the
   status and the JSON error intact.
 Both are harmless on Hypercorn, so the gateway wraps its app the same way on both servers.
+
+Neither fix concerns data frames, and the gateway sends about twenty per chat message, so the
+server's own ``send`` is left in the scope under ``SERVER_SEND`` for the writer's hot path. On
+Granian, ``receive()`` returns a cancellable future: it is tracked as it is, without a task
+wrapped around every frame received.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
+SERVER_SEND = "chatsys.server_send"
 
 
 class WebSocketFixes:
@@ -27,10 +33,12 @@ class WebSocketFixes:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
+        scope = {**scope, SERVER_SEND: send}  # a copy: a server may hand over a read-only mapping
         pending: set[asyncio.Future[Message]] = set()
         refusal_start: Message | None = None
         refusal_body: list[bytes] = []
         closed_with: int | None = None
+        native_futures = [True]  # until receive() turns out to return a coroutine
 
         async def server_receive() -> Message:
             # Called inside the task, so a task cancelled before it starts never reaches the
@@ -39,6 +47,14 @@ class WebSocketFixes:
 
         async def receive_cancellable() -> Message:
             if closed_with is None:
+                if native_futures:
+                    awaitable = receive()
+                    if asyncio.isfuture(awaitable):
+                        return await _tracked(awaitable)
+                    if not asyncio.iscoroutine(awaitable):
+                        return await awaitable  # type: ignore[no-any-return]  # already done
+                    native_futures.clear()  # a coroutine: this server needs the task below
+                    awaitable.close()
                 future = asyncio.ensure_future(server_receive())
                 pending.add(future)
                 try:
@@ -52,6 +68,18 @@ class WebSocketFixes:
             # We closed the socket. Quart ends the handler as soon as its message loop ends,
             # which would cut our own close short: the loop waits here until Quart cancels it.
             await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        async def _tracked(future: asyncio.Future[Message]) -> Message:
+            pending.add(future)
+            try:
+                return await future
+            except asyncio.CancelledError:
+                if not future.cancelled() or closed_with is None:
+                    raise
+            finally:
+                pending.discard(future)
+            await asyncio.Event().wait()  # closed by us: wait for Quart to end the handler
             raise AssertionError("unreachable")
 
         async def send_fixed(message: Message) -> None:

@@ -47,6 +47,7 @@ from chatsys.stubs.chatsys.chat.v1 import (
     PresenceEvent,
     PublishPresenceRequest,
     RoomEvent,
+    Stored,
     SubscribeRequest,
 )
 from chatsys.stubs.chatsys.files.v1 import (
@@ -196,30 +197,30 @@ class Backends:
             EndSessionRequest(session_id=session_id), timeout=t), retry=Retry.BROKEN)
 
     # ChatService
-    async def append_text(self, session: Session, text: str) -> Message:
+    async def append_text(self, session: Session, text: str) -> Stored:
         request = AppendRequest(room=session.room, user=session.user, session=session.id,
                                 text=text)
         return await self._append(request)
 
-    async def append_file(self, session: Session, info: FileInfo) -> Message:
+    async def append_file(self, session: Session, info: FileInfo) -> Stored:
         ref = FileRef(id=info.id, name=info.name, size=info.size, content_type=info.content_type)
         request = AppendRequest(room=session.room, user=session.user, session=session.id,
                                 file=ref)
         return await self._append(request)
 
-    async def _append(self, request: AppendRequest) -> Message:
+    async def _append(self, request: AppendRequest) -> Stored:
         return await self.appends.append(request)
 
-    async def _append_batch(self, requests: list[AppendRequest]) -> list[Message | ChatError]:
+    async def _append_batch(self, requests: list[AppendRequest]) -> list[Stored | ChatError]:
         """One AppendBatch call (see :mod:`chatsys.gateway.appends`): retried, or failed, as a
         whole like one Append; each message's own failure maps like a failed call's status."""
         reply = await self._call(self.chat, "AppendBatch", lambda ch, t: ChatServiceStub(
             ch).append_batch(AppendBatchRequest(appends=requests), timeout=t),
             retry=Retry.UNSENT)
-        outcomes: list[Message | ChatError] = []
+        outcomes: list[Stored | ChatError] = []
         for outcome in reply.outcomes:
-            if outcome.message is not None:
-                outcomes.append(outcome.message)
+            if outcome.stored is not None:
+                outcomes.append(outcome.stored)
             else:
                 failure = outcome.failure or AppendFailure(status=Status.INTERNAL.value)
                 outcomes.append(from_grpc(GRPCError(_status(failure.status), failure.detail)))

@@ -4,9 +4,10 @@ The fan-out never awaits a socket: it appends an already-encoded frame to the ou
 moves on. A connection whose outbox is full is a slow consumer; it is marked for closing with
 1013 and its outbox dropped, so one stuck client costs bounded memory and stalls nobody.
 
-Offering is on the hot path (once per member per message), so the writer's wakeup is one plain
-``asyncio.Event`` reused for the connection's life rather than a new anyio Event per wakeup
-(the gateway always runs on asyncio: Granian and Hypercorn both serve it on asyncio).
+Offering is on the hot path (once per member per message), so the writer's wakeup is a bare
+asyncio future, created only when the writer finds the outbox empty and resolved by the next
+offer: no Event bookkeeping and no waiter list per frame (the gateway always runs on asyncio:
+Granian and Hypercorn both serve it on asyncio).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class Connection:
         self.room = room
         self.queue_limit = queue_limit
         self._outbox: deque[tuple[str | None, str]] = deque()
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the writer's, once it waits
         # Messages with ids up to the watermark were already sent in the welcome.
         self.watermark: str | None = None
         self.close_code: int | None = None
@@ -68,15 +70,22 @@ class Connection:
             self.request_close(WS_1013_TRY_AGAIN_LATER, "slow consumer")
             return False
         self._outbox.append((message_id, frame))
-        self._wakeup.set()
+        self._wake()
         return True
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def request_close(self, code: int, reason: str = "") -> None:
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason
             self._outbox.clear()
-        self._wakeup.set()
+        self._wake()
         self._closing.set()
 
     async def wait_closing(self) -> None:
@@ -95,7 +104,9 @@ class Connection:
                         and message_id <= self.watermark:
                     continue
                 return frame
-            # Cleared only when the outbox is empty, in the same step as the check: an offer
-            # after this point sets it again, so no frame can be left waiting.
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            # Created only when the outbox is empty, in the same step as the check: the next
+            # offer resolves it, so no frame can be left waiting.
+            if self._loop is None:  # looked up once: get_running_loop costs a getpid() call
+                self._loop = asyncio.get_running_loop()
+            self._waiter = self._loop.create_future()
+            await self._waiter

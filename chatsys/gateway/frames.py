@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatsys.errors import BadRequest, ChatError, TooLarge
-from chatsys.stubs.chatsys.chat.v1 import Message, Presence, PresenceEvent
+from chatsys.stubs.chatsys.chat.v1 import Message, Presence, PresenceEvent, Stored
 
 REF_MAX = 128
 FILE_ID_MAX = 64
@@ -124,7 +124,7 @@ def welcome(session: str, token: str, user: str, room: str, history: list[str]) 
     return f'{head[:-1]},"history":[{",".join(history)}]}}'
 
 
-def ack(ref: str | None, msg: Message) -> str:
+def ack(ref: str | None, msg: Stored) -> str:
     return _dumps({"type": "ack", "ref": ref, "id": msg.id, "ts": msg.ts})
 
 

@@ -26,6 +26,7 @@ from chatsys import validation
 from chatsys.errors import ChatError, Internal, NotFound, RateLimited, Unavailable
 from chatsys.gateway import frames
 from chatsys.gateway import metrics as m
+from chatsys.gateway.asgi_fixes import SERVER_SEND
 from chatsys.gateway.connection import (
     WS_1008_POLICY_VIOLATION,
     WS_1009_MESSAGE_TOO_BIG,
@@ -127,15 +128,20 @@ async def _end_session(gateway: Gateway, session: Session, *, announce: bool) ->
 
 
 def _text_sender() -> Send:
-    """The ASGI send under Quart's ``websocket.send``, for an accepted socket.
+    """The server's ASGI send, for text frames of an accepted socket.
 
-    Quart builds ``Websocket._send`` as ``partial(send_data, asgi_send)``; if a Quart version
-    builds it otherwise, this falls back to ``websocket.send`` (slower, same behaviour).
+    :class:`~chatsys.gateway.asgi_fixes.WebSocketFixes` leaves it in the scope; without that
+    layer, the ASGI send under Quart's ``websocket.send`` (Quart builds ``Websocket._send`` as
+    ``partial(send_data, asgi_send)``); if a Quart version builds it otherwise, this falls back
+    to ``websocket.send`` (slower, same behaviour).
     """
     ws = websocket._get_current_object()
+    asgi_send = ws.scope.get(SERVER_SEND)
     inner = getattr(ws, "_send", None)
-    if isinstance(inner, functools.partial) and inner.args and callable(inner.args[0]):
+    if asgi_send is None and isinstance(inner, functools.partial) and inner.args \
+            and callable(inner.args[0]):
         asgi_send = inner.args[0]
+    if asgi_send is not None:
 
         async def send(frame: str) -> None:
             await asgi_send({"type": "websocket.send", "bytes": None, "text": frame})
