@@ -11,8 +11,11 @@ the cost of the WebSocket server itself, which is what chatsys is measured again
   writer task per socket, like the gateway) served by Granian (ASGI, embedded as the gateway
   embeds it) or by Hypercorn. These isolate what Quart and the server cost from what chatsys's
   own logic, gRPC and SQLite cost.
+- ``asgi-granian``: the same chat as a bare ASGI callable (no framework) on Granian: the most
+  any app served by Granian can do on this machine, since every frame Granian sends costs a
+  hand-off to its Rust runtime and back.
 
-``python -m bench.refs websockets|granian|hypercorn --port PORT``
+``python -m bench.refs websockets|granian|hypercorn|asgi-granian --port PORT``
 """
 
 from __future__ import annotations
@@ -140,11 +143,58 @@ def quart_app() -> Any:
     return app
 
 
-async def serve_granian(port: int) -> None:
+def asgi_app() -> Any:
+    """The same naive chat as bare ASGI, no framework: what the server alone costs."""
+    rooms: defaultdict[str, set[asyncio.Queue[str]]] = defaultdict(set)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        query = parse_qs(scope.get("query_string", b"").decode())
+        user, room = query.get("user", ["?"])[0], query.get("room", ["?"])[0]
+        session, hello = welcome(user, room)
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": hello})
+        outbox: asyncio.Queue[str] = asyncio.Queue()
+        members = rooms[room]
+        members.add(outbox)
+
+        async def write() -> None:
+            while True:
+                await send({"type": "websocket.send", "text": await outbox.get()})
+
+        writer = asyncio.ensure_future(write())
+        try:
+            while True:
+                event = await receive()
+                if event["type"] != "websocket.receive":
+                    break
+                data = event.get("text") or event.get("bytes") or ""
+                reply, fanout = handle_frame(data, user, room, session)
+                if reply is not None:
+                    outbox.put_nowait(reply)
+                if fanout is not None:
+                    for member in members:
+                        member.put_nowait(fanout)
+        finally:
+            writer.cancel()
+            members.discard(outbox)
+            if not members:
+                rooms.pop(room, None)
+
+    return app
+
+
+async def serve_asgi_granian(port: int) -> None:
+    await serve_granian(port, asgi_app())
+
+
+async def serve_granian(port: int, app: Any = None) -> None:
     from granian.constants import Interfaces
     from granian.server.embed import Server
 
-    server = Server(quart_app(), address="127.0.0.1", port=port, interface=Interfaces.ASGINL,
+    server = Server(app or quart_app(), address="127.0.0.1", port=port, interface=Interfaces.ASGINL,
                     log_enabled=False, backlog=BACKLOG, websockets=True)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(server.serve())
@@ -177,6 +227,7 @@ async def _until_signal() -> None:
 
 
 SERVERS = {"websockets": serve_websockets, "granian": serve_granian,
+           "asgi-granian": serve_asgi_granian,
            "hypercorn": serve_hypercorn}
 
 

@@ -9,7 +9,7 @@ the same run are what the performance targets are stated in.
 
 Prints a table, then one JSON line (the same object ``--json`` writes, indented).
 
-    python -m bench.run                      # full run, about 5-6 minutes
+    python -m bench.run                      # full run, about 7 minutes
     python -m bench.run --repeat 3           # three rounds, medians per target
     python -m bench.run --quick              # seconds: a smoke test of the whole pipeline
 """
@@ -49,8 +49,8 @@ from bench.common import (
 from bench.loadgen import LoadGen, holds
 
 REFERENCE = "websockets"
-ALL_TARGETS = ["websockets", "quart-granian", "quart-hypercorn", "chatsys-granian",
-               "chatsys-hypercorn"]
+ALL_TARGETS = ["websockets", "asgi-granian", "quart-granian", "quart-hypercorn",
+               "chatsys-granian", "chatsys-hypercorn"]
 REDIS_TARGETS = ["chatsys-redis-1", "chatsys-redis-2"]
 READY_TIMEOUT = 60.0
 SEED = {"connect_mean_ms": 69.57, "rps_2000_users": 122.2, "peak_rps": 290.9}
