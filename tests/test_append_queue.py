@@ -49,7 +49,7 @@ async def test_concurrent_appends_share_batches_and_get_their_own_outcome() -> N
         return [BadRequest(f"no {r.text}") if r.text == "bad" else Stored(id=r.text)
                 for r in requests]
 
-    queue = AppendQueue(send, lanes=1, max_batch=3)
+    queue = AppendQueue(send, timeout=5, lanes=1, max_batch=3)
     results: dict[str, str] = {}
 
     async def one(text: str) -> None:
@@ -78,7 +78,7 @@ async def test_a_failed_batch_fails_each_of_its_senders() -> None:
     async def send(requests: list[AppendRequest]) -> list[Stored | ChatError]:
         raise Unavailable("A is down")
 
-    queue = AppendQueue(send, lanes=2)
+    queue = AppendQueue(send, timeout=5, lanes=2)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             await tg.start(queue.run)
@@ -92,7 +92,7 @@ async def test_a_wrong_number_of_outcomes_is_internal_not_a_hang() -> None:
     async def send(requests: list[AppendRequest]) -> list[Stored | ChatError]:
         return []
 
-    queue = AppendQueue(send, lanes=1)
+    queue = AppendQueue(send, timeout=5, lanes=1)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             await tg.start(queue.run)
@@ -110,7 +110,7 @@ async def test_stopping_fails_queued_and_in_flight_appends_and_refuses_new_ones(
         await anyio.sleep_forever()
         raise AssertionError
 
-    queue = AppendQueue(send, lanes=1)
+    queue = AppendQueue(send, timeout=5, lanes=1)
     errors: list[str] = []
 
     async def one(text: str) -> None:
@@ -142,7 +142,7 @@ async def test_a_sender_that_gave_up_is_left_out_of_the_next_batch() -> None:
         await release.wait()
         return [Stored(id=r.text) for r in requests]
 
-    queue = AppendQueue(send, lanes=1)
+    queue = AppendQueue(send, timeout=5, lanes=1)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             await tg.start(queue.run)
@@ -156,3 +156,30 @@ async def test_a_sender_that_gave_up_is_left_out_of_the_next_batch() -> None:
             await batches.until(2)
             tg.cancel_scope.cancel()
     assert batches.seen == [["first"], ["kept"]]
+
+
+async def test_behind_a_stuck_batch_every_sender_times_out_on_its_own_deadline() -> None:
+    """A hung A must not hold a queue of senders for batch after batch of timeouts."""
+    async def send(requests: list[AppendRequest]) -> list[Stored | ChatError]:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    queue = AppendQueue(send, timeout=0.2, lanes=1, max_batch=2)
+    codes: list[str] = []
+
+    async def one(text: str) -> None:
+        try:
+            await queue.append(_request(text))
+        except ChatError as exc:
+            codes.append(exc.code)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(queue.run)
+            started = anyio.current_time()
+            async with anyio.create_task_group() as senders:
+                for i in range(10):  # five batches' worth behind one lane
+                    senders.start_soon(one, str(i))
+            assert anyio.current_time() - started < 1.0
+            tg.cancel_scope.cancel()
+    assert codes == ["unavailable"] * 10

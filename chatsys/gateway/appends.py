@@ -9,9 +9,10 @@ themselves while the lanes are busy, and the cost per message falls as the rate 
 
 A batch is retried, lost or refused as a whole exactly as one ``Append`` was (see
 :mod:`chatsys.gateway.backends`); each message's own failure (a bad request, a failed commit)
-comes back to its sender alone. A sender that gives up (its socket closed) before its message
-left the queue is dropped from the batch; one whose message is already on the wire may still
-be stored, as with any call cancelled in flight.
+comes back to its sender alone. Each sender waits at most ``--grpc-timeout`` from the moment
+it queued. A sender that gives up (timed out, or its socket closed) before its message left the
+queue is dropped from the batch; one whose message is already on the wire may still be stored,
+as with any call cancelled in flight.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ Pending = tuple[AppendRequest, asyncio.Future[Stored]]
 
 
 class AppendQueue:
-    def __init__(self, send_batch: SendBatch, *, lanes: int = LANES,
+    def __init__(self, send_batch: SendBatch, *, timeout: float, lanes: int = LANES,
                  max_batch: int = MAX_BATCH) -> None:
         self._send_batch = send_batch
+        self.timeout = timeout
         self.lanes = lanes
         self.max_batch = max_batch
         self._pending: list[Pending] = []
@@ -49,7 +51,13 @@ class AppendQueue:
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         self._wake.set()
-        return await future
+        # The sender's deadline runs from here, queueing included, as one call's did: behind a
+        # stuck A, a queue of thousands must fail in --grpc-timeout, not batch after batch.
+        try:
+            with anyio.fail_after(self.timeout):
+                return await future
+        except TimeoutError:
+            raise Unavailable("a backend service is unavailable, try again") from None
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
                   ) -> None:

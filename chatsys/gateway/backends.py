@@ -116,7 +116,7 @@ class Backends:
         self.files = ChannelPool(parse_target(settings.files_addr), service="files",
                                  keepalive=keepalive)
         self.pools = (self.users, self.chat, self.files)
-        self.appends = AppendQueue(self._append_batch)
+        self.appends = AppendQueue(self._append_batch, timeout=self.timeout)
         self.signer = signer_for(settings.auth_secret)
 
     async def _call(self, pool: ChannelPool, method: str,
