@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import secrets
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -104,48 +106,63 @@ async def serve_websockets(port: int) -> None:
 
 # --- Quart on Granian / Hypercorn -------------------------------------------------------------
 
+class Rooms:
+    """Room membership of the references with one outbox queue per socket (Quart, bare ASGI)."""
+
+    def __init__(self) -> None:
+        self._rooms: defaultdict[str, set[asyncio.Queue[str]]] = defaultdict(set)
+
+    @contextlib.contextmanager
+    def member(self, room: str) -> Iterator[asyncio.Queue[str]]:
+        outbox: asyncio.Queue[str] = asyncio.Queue()
+        members = self._rooms[room]
+        members.add(outbox)
+        try:
+            yield outbox
+        finally:
+            members.discard(outbox)
+            if not members:
+                self._rooms.pop(room, None)
+
+    def received(self, data: str | bytes, outbox: asyncio.Queue[str], user: str, room: str,
+                 session: str) -> None:
+        reply, fanout = handle_frame(data, user, room, session)
+        if reply is not None:
+            outbox.put_nowait(reply)
+        if fanout is not None:
+            for member in self._rooms[room]:
+                member.put_nowait(fanout)
+
+
 def quart_app() -> Any:
     from quart import Quart, websocket
 
     app = Quart("bench.refs")
-    rooms: defaultdict[str, set[asyncio.Queue[str]]] = defaultdict(set)
+    rooms = Rooms()
 
     @app.websocket("/ws/chat")
     async def chat() -> None:
         user, room = websocket.args.get("user", "?"), websocket.args.get("room", "?")
         session, hello = welcome(user, room)
-        outbox: asyncio.Queue[str] = asyncio.Queue()
         await websocket.accept()
         await websocket.send(hello)
-        members = rooms[room]
-        members.add(outbox)
 
-        async def write() -> None:
+        async def write(outbox: asyncio.Queue[str]) -> None:
             while True:
                 await websocket.send(await outbox.get())
 
-        try:
+        with rooms.member(room) as outbox:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(write())
+                tg.create_task(write(outbox))
                 while True:
-                    data = await websocket.receive()
-                    reply, fanout = handle_frame(data, user, room, session)
-                    if reply is not None:
-                        outbox.put_nowait(reply)
-                    if fanout is not None:
-                        for member in members:
-                            member.put_nowait(fanout)
-        finally:
-            members.discard(outbox)
-            if not members:
-                rooms.pop(room, None)
+                    rooms.received(await websocket.receive(), outbox, user, room, session)
 
     return app
 
 
 def asgi_app() -> Any:
     """The same naive chat as bare ASGI, no framework: what the server alone costs."""
-    rooms: defaultdict[str, set[asyncio.Queue[str]]] = defaultdict(set)
+    rooms = Rooms()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
@@ -156,32 +173,20 @@ def asgi_app() -> Any:
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.send", "text": hello})
-        outbox: asyncio.Queue[str] = asyncio.Queue()
-        members = rooms[room]
-        members.add(outbox)
 
-        async def write() -> None:
+        async def write(outbox: asyncio.Queue[str]) -> None:
             while True:
                 await send({"type": "websocket.send", "text": await outbox.get()})
 
-        writer = asyncio.ensure_future(write())
-        try:
-            while True:
-                event = await receive()
-                if event["type"] != "websocket.receive":
-                    break
-                data = event.get("text") or event.get("bytes") or ""
-                reply, fanout = handle_frame(data, user, room, session)
-                if reply is not None:
-                    outbox.put_nowait(reply)
-                if fanout is not None:
-                    for member in members:
-                        member.put_nowait(fanout)
-        finally:
-            writer.cancel()
-            members.discard(outbox)
-            if not members:
-                rooms.pop(room, None)
+        with rooms.member(room) as outbox:
+            async with asyncio.TaskGroup() as tg:
+                writer = tg.create_task(write(outbox))
+                try:
+                    while (event := await receive())["type"] == "websocket.receive":
+                        data = event.get("text") or event.get("bytes") or ""
+                        rooms.received(data, outbox, user, room, session)
+                finally:
+                    writer.cancel()
 
     return app
 

@@ -1,5 +1,5 @@
-"""The benchmark runner's smoke mode end to end: it starts the bare ``websockets`` reference and
-``chatsys all``, connects a few users, sends one short message step, and prints its JSON.
+"""The benchmark runner's smoke mode end to end: it starts the bare references and ``chatsys
+all``, connects a few users, sends one short message step, and prints its JSON.
 
 Timing is not asserted: the machine running the tests may be busy. What is checked is that the
 pipeline works and reports the figures the performance docs are made of.
@@ -36,3 +36,19 @@ def test_quick_run_prints_figures_as_json(tmp_path: Path) -> None:
         assert figures["delivery@50"] == 1.0
     assert result["ratios"]["websockets"]["connect_mean"] == 1.0
     assert "connect_mean_le_10ms" in result["verdict"]["chatsys-granian"]
+
+
+def test_every_bare_reference_chats_with_full_delivery(tmp_path: Path) -> None:
+    """The references the ratios are made of: each one serves the protocol subset the bench
+    uses (welcome, text -> ack + fan-out) to every member."""
+    refs = ["asgi-granian", "quart-granian", "quart-hypercorn"]
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--targets", ",".join(refs),
+         "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for target in refs:
+        figures = result["median"][target]
+        assert figures["connect_failures"] == 0, target
+        assert figures["achieved@50"] > 0 and figures["delivery@50"] == 1.0, target
