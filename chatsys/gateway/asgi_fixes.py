@@ -38,7 +38,7 @@ class WebSocketFixes:
         refusal_start: Message | None = None
         refusal_body: list[bytes] = []
         closed_with: int | None = None
-        native_futures = [True]  # until receive() turns out to return a coroutine
+        futures_from_server = True  # until receive() turns out to return a coroutine
 
         async def server_receive() -> Message:
             # Called inside the task, so a task cancelled before it starts never reaches the
@@ -46,14 +46,15 @@ class WebSocketFixes:
             return await receive()  # type: ignore[no-any-return]
 
         async def receive_cancellable() -> Message:
+            nonlocal futures_from_server
             if closed_with is None:
-                if native_futures:
+                if futures_from_server:
                     awaitable = receive()
                     if asyncio.isfuture(awaitable):
                         return await _tracked(awaitable)
                     if not asyncio.iscoroutine(awaitable):
                         return await awaitable  # type: ignore[no-any-return]  # already done
-                    native_futures.clear()  # a coroutine: this server needs the task below
+                    futures_from_server = False  # a coroutine: this server needs the task
                     awaitable.close()
                 future = asyncio.ensure_future(server_receive())
                 pending.add(future)
