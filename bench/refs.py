@@ -13,9 +13,10 @@ the cost of the WebSocket server itself, which is what chatsys is measured again
   own logic, gRPC and SQLite cost.
 - ``asgi-granian``: the same chat as a bare ASGI callable (no framework) on Granian: the most
   any app served by Granian can do on this machine, since every frame Granian sends costs a
-  hand-off to its Rust runtime and back.
+  hand-off to its Rust runtime and back. ``asgi-hypercorn``: the same on Hypercorn (not in the
+  runner's default set; name it with ``--targets``).
 
-``python -m bench.refs websockets|granian|hypercorn|asgi-granian --port PORT``
+``python -m bench.refs websockets|granian|hypercorn|asgi-granian|asgi-hypercorn --port PORT``
 """
 
 from __future__ import annotations
@@ -207,7 +208,11 @@ async def serve_granian(port: int, app: Any = None) -> None:
         server.stop()
 
 
-async def serve_hypercorn(port: int) -> None:
+async def serve_asgi_hypercorn(port: int) -> None:
+    await serve_hypercorn(port, asgi_app())
+
+
+async def serve_hypercorn(port: int, app: Any = None) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -218,7 +223,8 @@ async def serve_hypercorn(port: int) -> None:
     config.graceful_timeout = 0.5
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(serve(quart_app(), config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        tg.create_task(serve(app or quart_app(), config,  # type: ignore[arg-type]
+                             shutdown_trigger=stop.wait))
         await _until_signal()
         stop.set()
 
@@ -232,7 +238,7 @@ async def _until_signal() -> None:
 
 
 SERVERS = {"websockets": serve_websockets, "granian": serve_granian,
-           "asgi-granian": serve_asgi_granian,
+           "asgi-granian": serve_asgi_granian, "asgi-hypercorn": serve_asgi_hypercorn,
            "hypercorn": serve_hypercorn}
 
 

@@ -41,7 +41,7 @@ def test_quick_run_prints_figures_as_json(tmp_path: Path) -> None:
 def test_every_bare_reference_chats_with_full_delivery(tmp_path: Path) -> None:
     """The references the ratios are made of: each one serves the protocol subset the bench
     uses (welcome, text -> ack + fan-out) to every member."""
-    refs = ["asgi-granian", "quart-granian", "quart-hypercorn"]
+    refs = ["asgi-granian", "asgi-hypercorn", "quart-granian", "quart-hypercorn"]
     out = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--targets", ",".join(refs),
          "--out", str(tmp_path)],
