@@ -37,7 +37,9 @@ from chatsys.runtime.grpc_clients import ChannelPool, Endpoint, NoEndpoint, pars
 from chatsys.runtime.settings import Settings
 from chatsys.stubs.chatsys.chat.v1 import (
     AppendBatchRequest,
+    AppendBatchResponse,
     AppendFailure,
+    AppendOutcome,
     AppendRequest,
     ChatServiceStub,
     FileRef,
@@ -80,6 +82,44 @@ def _status(code: int) -> Status:
         return Status(code)
     except ValueError:
         return Status.UNKNOWN
+
+
+async def _append_batch_on(stub: ChatServiceStub, requests: list[AppendRequest],
+                           seconds: float) -> AppendBatchResponse:
+    """``AppendBatch``, or one ``Append`` per message on an A from before it (UNIMPLEMENTED:
+    during a rolling upgrade that reaches the gateways first).
+
+    In the fallback nothing may be retried once a message may be stored, so after the first
+    message every failure stays with its message (and those after it) instead of failing the
+    call."""
+    try:
+        return await stub.append_batch(AppendBatchRequest(appends=requests), timeout=seconds)
+    except GRPCError as exc:
+        if exc.status is not Status.UNIMPLEMENTED:
+            raise
+    deadline = anyio.current_time() + seconds
+    outcomes: list[AppendOutcome] = []
+    for index, request in enumerate(requests):
+        try:
+            reply = await stub.append(request, timeout=max(0.001,
+                                                           deadline - anyio.current_time()))
+        except GRPCError as exc:
+            if index == 0 and _did_no_work(exc):
+                raise
+            outcomes.append(_failed(exc.status, exc.message))
+            continue
+        except WIRE_ERRORS as exc:
+            if index == 0 and _did_no_work(exc):
+                raise
+            outcomes += [_failed(Status.UNAVAILABLE, str(exc))] * (len(requests) - index)
+            break
+        assert reply.message is not None
+        outcomes.append(AppendOutcome(stored=Stored(id=reply.message.id, ts=reply.message.ts)))
+    return AppendBatchResponse(outcomes=outcomes)
+
+
+def _failed(status: Status, detail: str | None) -> AppendOutcome:
+    return AppendOutcome(failure=AppendFailure(status=status.value, detail=detail or ""))
 
 
 class Retry(enum.Enum):
@@ -214,9 +254,8 @@ class Backends:
     async def _append_batch(self, requests: list[AppendRequest]) -> list[Stored | ChatError]:
         """One AppendBatch call (see :mod:`chatsys.gateway.appends`): retried, or failed, as a
         whole like one Append; each message's own failure maps like a failed call's status."""
-        reply = await self._call(self.chat, "AppendBatch", lambda ch, t: ChatServiceStub(
-            ch).append_batch(AppendBatchRequest(appends=requests), timeout=t),
-            retry=Retry.UNSENT)
+        reply = await self._call(self.chat, "AppendBatch", lambda ch, t: _append_batch_on(
+            ChatServiceStub(ch), requests, t), retry=Retry.UNSENT)
         outcomes: list[Stored | ChatError] = []
         for outcome in reply.outcomes:
             if outcome.stored is not None:

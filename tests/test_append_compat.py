@@ -1,0 +1,79 @@
+"""A gateway talking to an A from before ``AppendBatch`` (a rolling upgrade that reaches the
+gateways first) still stores every message: it falls back to one ``Append`` each, over real
+gRPC to a real grpclib server that only knows ``Append``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Server
+
+from chatsys.errors import BadRequest, Unavailable
+from chatsys.gateway.backends import Backends
+from chatsys.runtime.settings import Settings
+from chatsys.stubs.chatsys.chat.v1 import (
+    AppendRequest,
+    AppendResponse,
+    ChatServiceBase,
+    Message,
+)
+from tests.support import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class OldChatService(ChatServiceBase):
+    """Append only (AppendBatch answers UNIMPLEMENTED, as the generated base does)."""
+
+    def __init__(self) -> None:
+        self.stored: list[str] = []
+
+    async def append(self, message: AppendRequest) -> AppendResponse:
+        if message.text == "bad":
+            raise GRPCError(Status.INVALID_ARGUMENT, "text is bad")
+        self.stored.append(message.text or "")
+        return AppendResponse(message=Message(id=f"{len(self.stored):016d}", ts=1))
+
+
+@pytest.fixture
+async def old_a() -> AsyncIterator[tuple[OldChatService, int]]:
+    service = OldChatService()
+    server = Server([service])
+    port = free_port()
+    await server.start("127.0.0.1", port)
+    try:
+        yield service, port
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_appends_fall_back_to_one_call_each_on_an_old_a(
+        old_a: tuple[OldChatService, int]) -> None:
+    service, port = old_a
+    backends = Backends(Settings(chat_addr=f"127.0.0.1:{port}", grpc_timeout=5.0))
+    try:
+        outcomes = await backends._append_batch([
+            AppendRequest(room="r", user="u", text=text) for text in ("one", "bad", "two")])
+    finally:
+        backends.close()
+    assert service.stored == ["one", "two"]
+    assert [getattr(o, "id", None) for o in outcomes] == [f"{1:016d}", None, f"{2:016d}"]
+    assert isinstance(outcomes[1], BadRequest) and outcomes[1].message == "text is bad"
+
+
+async def test_nothing_reachable_is_unavailable() -> None:
+    backends = Backends(Settings(chat_addr=f"127.0.0.1:{free_port()}", grpc_timeout=2.0))
+    try:
+        with pytest.raises(Unavailable):
+            await backends._append_batch([AppendRequest(room="r", user="u", text="x")])
+    finally:
+        backends.close()
