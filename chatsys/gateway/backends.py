@@ -27,8 +27,6 @@ import anyio
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
-from grpclib.health.v1.health_grpc import HealthStub
-from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from chatsys.errors import ChatError, Unavailable, from_grpc
 from chatsys.gateway.appends import AppendQueue
@@ -355,6 +353,12 @@ class Backends:
         return True
 
     async def _any_serving(self, pool: ChannelPool) -> bool:
+        # Imported on first use, not with this module: grpclib's health messages and grpcio's
+        # (grpcio-health-checking) register the same protobuf symbols, which one process
+        # refuses twice, and a process that only appends (tests, tools) must not exclude it.
+        from grpclib.health.v1.health_grpc import HealthStub
+        from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+
         for endpoint in pool.endpoints:
             try:
                 reply = await HealthStub(pool.channel(endpoint)).Check(
