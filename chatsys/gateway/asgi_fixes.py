@@ -48,39 +48,31 @@ class WebSocketFixes:
         async def receive_cancellable() -> Message:
             nonlocal futures_from_server
             if closed_with is None:
+                future = None
                 if futures_from_server:
                     awaitable = receive()
                     if asyncio.isfuture(awaitable):
-                        return await _tracked(awaitable)
-                    if not asyncio.iscoroutine(awaitable):
+                        future = awaitable
+                    elif not asyncio.iscoroutine(awaitable):
                         return await awaitable  # type: ignore[no-any-return]  # already done
-                    futures_from_server = False  # a coroutine: this server needs the task
-                    awaitable.close()
-                future = asyncio.ensure_future(server_receive())
+                    else:
+                        futures_from_server = False  # a coroutine: this server needs a task
+                        awaitable.close()
+                if future is None:
+                    future = asyncio.ensure_future(server_receive())
                 pending.add(future)
                 try:
-                    return await asyncio.shield(future)
+                    # Our cancellation cancels the future too; the future's own cancellation
+                    # (by send_fixed, on close) is what the except lets through.
+                    return await future
                 except asyncio.CancelledError:
                     if not future.cancelled() or closed_with is None:
-                        future.cancel()
                         raise
                 finally:
                     pending.discard(future)
             # We closed the socket. Quart ends the handler as soon as its message loop ends,
             # which would cut our own close short: the loop waits here until Quart cancels it.
             await asyncio.Event().wait()
-            raise AssertionError("unreachable")
-
-        async def _tracked(future: asyncio.Future[Message]) -> Message:
-            pending.add(future)
-            try:
-                return await future
-            except asyncio.CancelledError:
-                if not future.cancelled() or closed_with is None:
-                    raise
-            finally:
-                pending.discard(future)
-            await asyncio.Event().wait()  # closed by us: wait for Quart to end the handler
             raise AssertionError("unreachable")
 
         async def send_fixed(message: Message) -> None:
