@@ -55,7 +55,8 @@ class Connection:
         self.queue_limit = queue_limit
         self._outbox: deque[tuple[str | None, str]] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the writer's, once it waits
+        # Looked up once: get_running_loop() costs a getpid() call, and the writer waits often.
+        self._loop = asyncio.get_running_loop()
         # Messages with ids up to the watermark were already sent in the welcome.
         self.watermark: str | None = None
         self.close_code: int | None = None
@@ -106,7 +107,5 @@ class Connection:
                 return frame
             # Created only when the outbox is empty, in the same step as the check: the next
             # offer resolves it, so no frame can be left waiting.
-            if self._loop is None:  # looked up once: get_running_loop costs a getpid() call
-                self._loop = asyncio.get_running_loop()
             self._waiter = self._loop.create_future()
             await self._waiter
