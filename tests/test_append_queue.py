@@ -22,6 +22,13 @@ def _request(text: str) -> AppendRequest:
     return AppendRequest(room="r", user="u", text=text)
 
 
+async def _append_noting_error(queue: AppendQueue, text: str, codes: list[str]) -> None:
+    try:
+        await queue.append(_request(text))
+    except ChatError as exc:
+        codes.append(exc.code)
+
+
 class Batches:
     """The batches a fake sender saw, and a way to wait for the n-th."""
 
@@ -113,19 +120,13 @@ async def test_stopping_fails_queued_and_in_flight_appends_and_refuses_new_ones(
     queue = AppendQueue(send, timeout=5, lanes=1)
     errors: list[str] = []
 
-    async def one(text: str) -> None:
-        try:
-            await queue.append(_request(text))
-        except ChatError as exc:
-            errors.append(exc.code)
-
     with anyio.fail_after(5):
         async with anyio.create_task_group() as outer:
             async with anyio.create_task_group() as tg:
                 await tg.start(queue.run)
-                outer.start_soon(one, "in flight")
+                outer.start_soon(_append_noting_error, queue, "in flight", errors)
                 await started.wait()
-                outer.start_soon(one, "queued")
+                outer.start_soon(_append_noting_error, queue, "queued", errors)
                 await anyio.sleep(0.01)
                 tg.cancel_scope.cancel()
     assert errors == ["unavailable", "unavailable"]
@@ -167,19 +168,13 @@ async def test_behind_a_stuck_batch_every_sender_times_out_on_its_own_deadline()
     queue = AppendQueue(send, timeout=0.2, lanes=1, max_batch=2)
     codes: list[str] = []
 
-    async def one(text: str) -> None:
-        try:
-            await queue.append(_request(text))
-        except ChatError as exc:
-            codes.append(exc.code)
-
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             await tg.start(queue.run)
             started = anyio.current_time()
             async with anyio.create_task_group() as senders:
                 for i in range(10):  # five batches' worth behind one lane
-                    senders.start_soon(one, str(i))
+                    senders.start_soon(_append_noting_error, queue, str(i), codes)
             assert anyio.current_time() - started < 1.0
             tg.cancel_scope.cancel()
     assert codes == ["unavailable"] * 10
