@@ -8,6 +8,11 @@ Offering is on the hot path (once per member per message), so the writer's wakeu
 asyncio future, created only when the writer finds the outbox empty and resolved by the next
 offer: no Event bookkeeping and no waiter list per frame (the gateway always runs on asyncio:
 Granian and Hypercorn both serve it on asyncio).
+
+A server whose ``send`` hands back a future (Granian) is written to without the writer task:
+:meth:`Connection.pump` sends the next frame from the previous send's completion callback and
+from ``offer``, one frame in flight at a time, so a frame costs one loop callback instead of two
+steps of a task (about 20 per chat message per member socket).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 
 import anyio
 
@@ -55,6 +61,13 @@ class Connection:
         self.queue_limit = queue_limit
         self._outbox: deque[tuple[str | None, str]] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        # Pumping (see the module docstring): the server's send, whether a frame is in flight,
+        # whether _pump is on the stack (a send that completes at once calls back into it),
+        # and the future that carries a failed send to the pump's awaiter.
+        self._send: Callable[[str], asyncio.Future[None]] | None = None
+        self._in_flight = False
+        self._pumping = False
+        self._pump_failed: asyncio.Future[None] | None = None
         # Looked up once: get_running_loop() costs a getpid() call, and the writer waits often.
         self._loop = asyncio.get_running_loop()
         # Messages with ids up to the watermark were already sent in the welcome.
@@ -71,7 +84,10 @@ class Connection:
             self.request_close(WS_1013_TRY_AGAIN_LATER, "slow consumer")
             return False
         self._outbox.append((message_id, frame))
-        self._wake()
+        if self._send is not None:
+            self._pump()
+        else:
+            self._wake()
         return True
 
     def _wake(self) -> None:
@@ -93,19 +109,59 @@ class Connection:
         """Until someone asked for this connection to close (slow consumer, drain, policy)."""
         await self._closing.wait()
 
-    async def next_frame(self) -> str | None:
-        """The next frame to write, skipping duplicates of the welcome; None when closing."""
+    def _pop(self) -> str | None:
+        """The next frame to write, skipping duplicates of the welcome; None when there is
+        none or the connection is closing."""
         outbox = self._outbox
-        while True:
-            if self.close_code is not None:
-                return None
-            while outbox:
-                message_id, frame = outbox.popleft()
-                if message_id is not None and self.watermark is not None \
-                        and message_id <= self.watermark:
-                    continue
+        while outbox and self.close_code is None:
+            message_id, frame = outbox.popleft()
+            if message_id is not None and self.watermark is not None \
+                    and message_id <= self.watermark:
+                continue
+            return frame
+        return None
+
+    async def next_frame(self) -> str | None:
+        """The next frame to write; waits for one; None when closing."""
+        while self.close_code is None:
+            if (frame := self._pop()) is not None:
                 return frame
             # Created only when the outbox is empty, in the same step as the check: the next
             # offer resolves it, so no frame can be left waiting.
             self._waiter = self._loop.create_future()
             await self._waiter
+        return None
+
+    async def pump(self, send: Callable[[str], asyncio.Future[None]]) -> None:
+        """Write every frame, now and from now on, through ``send``, which must return a
+        future; returns only by raising what a send failed with (or when cancelled, which
+        stops the pumping: nothing more is sent)."""
+        self._send = send
+        failed = self._pump_failed = self._loop.create_future()
+        self._pump()
+        try:
+            await failed
+        finally:
+            self._send = None
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not self._in_flight and self._send is not None \
+                    and (frame := self._pop()) is not None:
+                self._in_flight = True
+                self._send(frame).add_done_callback(self._sent)
+        finally:
+            self._pumping = False
+
+    def _sent(self, sent: asyncio.Future[None]) -> None:
+        self._in_flight = False
+        failed = self._pump_failed
+        if not sent.cancelled() and (exc := sent.exception()) is not None:
+            if failed is not None and not failed.done():
+                failed.set_exception(exc)
+            self._send = None
+            return
+        self._pump()

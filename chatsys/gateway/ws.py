@@ -41,7 +41,7 @@ log = logging.getLogger("chatsys.gateway.ws")
 bp = Blueprint("ws", __name__)
 CLOSE_TIMEOUT = 2.0
 WRITE_BURST = 64
-Send = Callable[[str], Awaitable[None]]
+Send = Callable[[str], Awaitable[None]]  # a coroutine (Hypercorn, Quart) or a future (Granian)
 
 
 def _gateway() -> Gateway:
@@ -143,8 +143,8 @@ def _text_sender() -> Send:
         asgi_send = inner.args[0]
     if asgi_send is not None:
 
-        async def send(frame: str) -> None:
-            await asgi_send({"type": "websocket.send", "bytes": None, "text": frame})
+        def send(frame: str) -> Awaitable[None]:
+            return asgi_send({"type": "websocket.send", "bytes": None, "text": frame})  # type: ignore[no-any-return]
 
         return send
     return ws.send  # type: ignore[no-any-return]
@@ -153,7 +153,12 @@ def _text_sender() -> Send:
 async def _write(conn: Connection, send: Send) -> None:
     burst = 0
     while (frame := await conn.next_frame()) is not None:
-        await send(frame)
+        sent = send(frame)
+        if asyncio.isfuture(sent):  # this server's send hands back futures: pump from callbacks
+            await sent
+            await conn.pump(send)  # type: ignore[arg-type]
+            return
+        await sent
         burst += 1
         if burst >= WRITE_BURST:
             burst = 0
