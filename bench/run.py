@@ -46,7 +46,7 @@ from bench.common import (
     raise_nofile,
     rss_bytes,
 )
-from bench.loadgen import LoadGen, holds
+from bench.loadgen import CLIENTS, LoadGen, holds
 
 REFERENCE = "websockets"
 ALL_TARGETS = ["websockets", "asgi-granian", "quart-granian", "quart-hypercorn",
@@ -73,6 +73,7 @@ class Params:
     procs: int
     cooldown: float
     retries: int
+    client: str = CLIENTS[0]
 
 
 @dataclass
@@ -315,7 +316,7 @@ async def measure(target: str, p: Params, children: Children, log_dir: Path,
     async with started(target, children, log_dir, store) as server:
         rss_idle = rss_bytes(process_tree(server.gateway_pid))
         url = f"ws://127.0.0.1:{server.port}"
-        async with LoadGen(url, p.procs, children) as gen:
+        async with LoadGen(url, p.procs, children, p.client) as gen:
             result["connect"] = await gen.connect(p.users, p.connect_rate, p.room_size)
             result["gateway_rss_idle_mib"] = round(rss_idle / 2**20, 1)
             result["gateway_rss_connected_mib"] = round(
@@ -331,11 +332,11 @@ async def measure(target: str, p: Params, children: Children, log_dir: Path,
                 attempts = []
                 for _ in range(1 + p.retries):
                     gw_tree = process_tree(server.gateway_pid)
-                    cpu_before = (cpu_seconds(gw_tree), cpu_seconds(a_pids))
+                    groups = (gw_tree, a_pids, gen.pids)
+                    cpu_before = tuple(cpu_seconds(g) for g in groups)
                     r = await gen.messages(rate, p.step_seconds)
                     r["holds"] = holds(r, p.p99_limit_ms)
-                    _cpu_per_message(r, cpu_before, (cpu_seconds(gw_tree),
-                                                     cpu_seconds(a_pids)))
+                    _cpu_per_message(r, cpu_before, tuple(cpu_seconds(g) for g in groups))
                     attempts.append(r)
                     if r["holds"] or not _latency_only(r):
                         break
@@ -372,9 +373,11 @@ def _latency_only(step: dict[str, Any]) -> bool:
     return step["unacked"] == 0 and not step["errors"] and step["delivered"] == step["expected"]
 
 
-def _cpu_per_message(step: dict[str, Any], before: tuple[float, float],
-                     after: tuple[float, float]) -> None:
-    """CPU time of the server (P for chatsys) and of A per acknowledged message, in µs.
+def _cpu_per_message(step: dict[str, Any], before: tuple[float, ...],
+                     after: tuple[float, ...]) -> None:
+    """CPU time of the server (P for chatsys), of A and of the load generator's workers per
+    acknowledged message, in µs. The generator shares the machine, so its CPU is CPU the
+    servers under test did not get.
 
     Counted over the whole step including its drain and settle time, so it is an upper bound
     that includes idle wakeups; at a fixed rate it compares builds and servers fairly."""
@@ -382,6 +385,7 @@ def _cpu_per_message(step: dict[str, Any], before: tuple[float, float],
     step["server_cpu_us_per_msg"] = round((after[0] - before[0]) / acked * 1e6, 1)
     step["a_cpu_us_per_msg"] = round((after[1] - before[1]) / acked * 1e6, 1) \
         if after[1] or before[1] else None
+    step["load_cpu_us_per_msg"] = round((after[2] - before[2]) / acked * 1e6, 1)
 
 
 def scalars(r: dict[str, Any], p: Params) -> dict[str, Any]:
@@ -401,6 +405,7 @@ def scalars(r: dict[str, Any], p: Params) -> dict[str, Any]:
             out[f"achieved@{key}"] = s["achieved_per_s"]
             out[f"server_cpu_us@{key}"] = s.get("server_cpu_us_per_msg")
             out[f"a_cpu_us@{key}"] = s.get("a_cpu_us_per_msg")
+            out[f"load_cpu_us@{key}"] = s.get("load_cpu_us_per_msg")
     return out
 
 
@@ -509,7 +514,8 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError, IndexError):
         mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
     versions = {}
-    for dist in ("websockets", "uvloop", "granian", "hypercorn", "quart", "grpclib", "anyio"):
+    for dist in ("websockets", "picows", "uvloop", "granian", "hypercorn", "quart", "grpclib",
+                 "anyio"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[dist] = importlib.metadata.version(dist)
     return {"nproc": os.cpu_count(), "cpu": model, "ram_gib": round(mem / 2**30, 1),
@@ -578,14 +584,14 @@ def params(args: argparse.Namespace) -> Params:
                       rates=_rates(args.rates or "50"), step_seconds=args.step_seconds or 1.0,
                       knee=args.knee == "on", knee_start=50, knee_max=100,
                       knee_resolution=0.5, knee_bisect=0, p99_limit_ms=args.p99_limit,
-                      procs=args.procs or 1, cooldown=0.2, retries=0)
+                      procs=args.procs or 1, cooldown=0.2, retries=0, client=args.client)
     return Params(users=args.users or 2000, connect_rate=args.connect_rate or 200,
                   room_size=args.room_size or 20, rates=_rates(args.rates or "250,500,1000"),
                   step_seconds=args.step_seconds or 3.0, knee=args.knee != "off",
                   knee_start=args.knee_start, knee_max=args.knee_max,
                   knee_resolution=0.15, knee_bisect=args.knee_bisect,
                   p99_limit_ms=args.p99_limit, procs=args.procs or 2, cooldown=1.5,
-                  retries=args.retries)
+                  retries=args.retries, client=args.client)
 
 
 def _rates(text: str) -> list[float]:
@@ -621,6 +627,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--p99-limit", type=float, default=100.0, help="ack p99 bound, ms")
     parser.add_argument("--procs", type=int, default=None,
                         help="load worker processes (default 2; 1 with --quick)")
+    parser.add_argument("--client", choices=CLIENTS, default=CLIENTS[0],
+                        help="WebSocket client library of the load workers")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the table shows medians")
     parser.add_argument("--out", default=None, help="directory for logs and bench.json "
                                                     "(default runs/bench-<time>)")

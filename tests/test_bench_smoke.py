@@ -31,9 +31,10 @@ def test_quick_run_prints_figures_as_json(tmp_path: Path) -> None:
     for target in result["targets"]:
         figures = result["median"][target]
         assert {"connect_mean_ms", "connect_p50_ms", "connect_p99_ms", "connect_failures",
-                "ack_p99_ms@50", "delivery@50", "achieved@50"} <= set(figures)
+                "ack_p99_ms@50", "delivery@50", "achieved@50", "load_cpu_us@50"} <= set(figures)
         assert figures["connect_failures"] == 0
         assert figures["delivery@50"] == 1.0
+    assert result["params"]["client"] == "picows"
     assert result["ratios"]["websockets"]["connect_mean"] == 1.0
     assert "connect_mean_le_10ms" in result["verdict"]["chatsys-granian"]
 
@@ -52,3 +53,18 @@ def test_every_bare_reference_chats_with_full_delivery(tmp_path: Path) -> None:
         figures = result["median"][target]
         assert figures["connect_failures"] == 0, target
         assert figures["achieved@50"] > 0 and figures["delivery@50"] == 1.0, target
+
+
+def test_the_websockets_client_measures_the_same_protocol(tmp_path: Path) -> None:
+    """``--client websockets`` (the generator's earlier client, kept to compare runs with the
+    figures taken with it) connects, sends and counts deliveries like the default."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--targets", "websockets",
+         "--client", "websockets", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["params"]["client"] == "websockets"
+    figures = result["median"]["websockets"]
+    assert figures["connect_failures"] == 0
+    assert figures["achieved@50"] > 0 and figures["delivery@50"] == 1.0
