@@ -97,6 +97,18 @@ async def test_a_failed_send_ends_the_pump_with_its_error_and_nothing_more_is_se
     assert wire.frames == ["a"]
 
 
+async def test_a_send_that_raises_fails_this_socket_not_the_offering_fan_out() -> None:
+    conn = _conn()
+
+    def send(frame: str) -> asyncio.Future[None]:
+        raise RuntimeError("transport closed")
+
+    task = await _started(conn, send)
+    assert conn.offer("a")  # no exception into the caller (the room's fan-out loop)
+    with pytest.raises(RuntimeError, match="transport closed"):
+        await asyncio.wait_for(task, 1)
+
+
 async def test_closing_stops_writing_and_cancelling_stops_pumping() -> None:
     conn, wire = _conn(limit=2), Wire()
     task = await _started(conn, wire.send)

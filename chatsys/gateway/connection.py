@@ -151,17 +151,25 @@ class Connection:
         try:
             while not self._in_flight and self._send is not None \
                     and (frame := self._pop()) is not None:
+                try:
+                    sent = self._send(frame)
+                except Exception as exc:  # this socket fails alone, not the fan-out's loop
+                    self._fail(exc)
+                    return
                 self._in_flight = True
-                self._send(frame).add_done_callback(self._sent)
+                sent.add_done_callback(self._sent)
         finally:
             self._pumping = False
 
     def _sent(self, sent: asyncio.Future[None]) -> None:
         self._in_flight = False
-        failed = self._pump_failed
         if not sent.cancelled() and (exc := sent.exception()) is not None:
-            if failed is not None and not failed.done():
-                failed.set_exception(exc)
-            self._send = None
+            self._fail(exc)
             return
         self._pump()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._send = None
+        failed = self._pump_failed
+        if failed is not None and not failed.done():
+            failed.set_exception(exc)
