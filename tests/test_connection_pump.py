@@ -37,6 +37,8 @@ class Wire:
 class DoneAtOnce:
     """A send future that is already done and calls back inside ``add_done_callback``."""
 
+    _asyncio_future_blocking = False  # what makes asyncio (and the pump) take it for a future
+
     def add_done_callback(self, callback: Any) -> None:
         callback(self)
 
@@ -107,6 +109,36 @@ async def test_a_send_that_raises_fails_this_socket_not_the_offering_fan_out() -
     assert conn.offer("a")  # no exception into the caller (the room's fan-out loop)
     with pytest.raises(RuntimeError, match="transport closed"):
         await asyncio.wait_for(task, 1)
+
+
+class PlainAwaitable:
+    """What Granian hands back for a send on a closing socket: an awaitable that is no future
+    (no ``add_done_callback``), done at once or raising."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+    def __await__(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return None
+        yield  # a generator: awaiting it finishes at once
+
+
+async def test_sends_that_are_not_futures_are_awaited_in_order_and_can_fail() -> None:
+    conn = _conn()
+    sent: list[str] = []
+
+    def send(frame: str) -> Any:
+        sent.append(frame)
+        return PlainAwaitable(ConnectionResetError("closing") if frame == "c" else None)
+
+    task = await _started(conn, send)
+    for frame in "abcd":
+        assert conn.offer(frame)  # never raises into the fan-out
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(task, 1)
+    assert sent == ["a", "b", "c"]  # in order, and nothing after the failed one
 
 
 async def test_closing_stops_writing_and_cancelling_stops_pumping() -> None:

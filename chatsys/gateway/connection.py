@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -64,7 +64,7 @@ class Connection:
         # Pumping (see the module docstring): the server's send, whether a frame is in flight,
         # whether _pump is on the stack (a send that completes at once calls back into it),
         # and the future that carries a failed send to the pump's awaiter.
-        self._send: Callable[[str], asyncio.Future[None]] | None = None
+        self._send: Callable[[str], Awaitable[None]] | None = None
         self._in_flight = False
         self._pumping = False
         self._pump_failed: asyncio.Future[None] | None = None
@@ -132,10 +132,10 @@ class Connection:
             await self._waiter
         return None
 
-    async def pump(self, send: Callable[[str], asyncio.Future[None]]) -> None:
-        """Write every frame, now and from now on, through ``send``, which must return a
-        future; returns only by raising what a send failed with (or when cancelled, which
-        stops the pumping: nothing more is sent)."""
+    async def pump(self, send: Callable[[str], Awaitable[None]]) -> None:
+        """Write every frame, now and from now on, through ``send``, which should return a
+        future (anything else costs a task); returns only by raising what a send failed with
+        (or when cancelled, which stops the pumping: nothing more is sent)."""
         self._send = send
         failed = self._pump_failed = self._loop.create_future()
         self._pump()
@@ -156,6 +156,10 @@ class Connection:
                 except Exception as exc:  # this socket fails alone, not the fan-out's loop
                     self._fail(exc)
                     return
+                if not asyncio.isfuture(sent):
+                    # Granian answers a send on a closing socket with a plain awaitable, already
+                    # done or raising: awaited by a task here, off the hot path.
+                    sent = asyncio.ensure_future(sent)
                 self._in_flight = True
                 sent.add_done_callback(self._sent)
         finally:

@@ -156,7 +156,7 @@ async def _write(conn: Connection, send: Send) -> None:
         sent = send(frame)
         if asyncio.isfuture(sent):  # this server's send hands back futures: pump from callbacks
             await sent
-            await conn.pump(send)  # type: ignore[arg-type]
+            await conn.pump(send)
             return
         await sent
         burst += 1
