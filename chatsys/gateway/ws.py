@@ -6,7 +6,10 @@ the fan-out and the reader fill. Neither creates a task per message.
 The writer sends one frame per member per message, the hottest loop of the gateway, so it
 skips what Quart's ``websocket.send`` adds to every frame (a forced ``sleep(0)``, an acceptance
 check, the ``websocket_sent`` signal) and calls the ASGI send underneath; it yields to the loop
-itself every ``WRITE_BURST`` frames so one busy socket cannot hold the loop.
+itself every ``WRITE_BURST`` frames so one busy socket cannot hold the loop. Where that send
+hands back a future (Granian), the writer hands over to :meth:`Connection.pump` after its first
+frame: frames then go out from the sends' completion callbacks, with no task step per frame,
+and each completion is a separate loop callback, so no socket holds the loop either.
 """
 
 from __future__ import annotations
@@ -144,7 +147,8 @@ def _text_sender() -> Send:
     if asgi_send is not None:
 
         def send(frame: str) -> Awaitable[None]:
-            return asgi_send({"type": "websocket.send", "bytes": None, "text": frame})  # type: ignore[no-any-return]
+            message = {"type": "websocket.send", "bytes": None, "text": frame}
+            return asgi_send(message)  # type: ignore[no-any-return]
 
         return send
     return ws.send  # type: ignore[no-any-return]
