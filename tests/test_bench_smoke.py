@@ -68,3 +68,13 @@ def test_the_websockets_client_measures_the_same_protocol(tmp_path: Path) -> Non
     figures = result["median"]["websockets"]
     assert figures["connect_failures"] == 0
     assert figures["achieved@50"] > 0 and figures["delivery@50"] == 1.0
+
+
+def test_codec_benchmark_compares_the_same_bytes_and_prints_json() -> None:
+    out = subprocess.run([sys.executable, "-m", "bench.codec", "--quick"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=90, check=False)
+    assert out.returncode == 0, out.stderr[-4000:]  # it asserts both codecs agree byte for byte
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(result["ops"]) == 3
+    for row in result["ops"].values():
+        assert row["betterproto2_us"] > 0 and row["upb_us"] > 0 and row["ratio"] > 0
