@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Route, expect
 
 from tests.browser_support import ChatPage, chromium
 from tests.gateway_support import SERVERS, System, start_gateway, start_system
@@ -159,6 +159,37 @@ def test_every_error_is_shown_inline(browser: Browser, system: System,
     before = page.messages.count()
     page.send("still here")
     expect(page.messages).to_have_count(before + 1)
+
+
+def test_a_refused_download_names_its_error(browser: Browser, system: System,
+                                            pages: list[ChatPage]) -> None:
+    """The gateway's own 401 and 404 answers, shown by the page: the browser's request is
+    altered on its way out (a forged token, a file id that does not exist) and the real
+    gateway answers it."""
+    page = _open(pages, browser, system.gateway.base)
+    page.join("ivy", "browser-refusals")
+    page.upload("notes.txt", b"some notes", "text/plain")
+    link = page.page.get_by_role("list", name="Messages").get_by_role("link", name="notes.txt")
+    expect(link).to_have_count(1)
+
+    def forged_token(route: Route) -> None:
+        route.continue_(headers={**route.request.headers, "authorization": "Bearer forged"})
+
+    page.page.route("**/api/files/*", forged_token)
+    link.click()
+    expect(page.alert).to_contain_text("Session expired (unauthorized)")
+    expect(page.alert).to_contain_text("Cannot download notes.txt")
+    page.page.unroute("**/api/files/*")
+
+    def missing_file(route: Route) -> None:
+        route.continue_(url=re.sub(r"/api/files/[^/?]+", "/api/files/f" + "0" * 31,
+                                   route.request.url))
+
+    page.page.route("**/api/files/*", missing_file)
+    link.click()
+    expect(page.alert).to_contain_text("Not found (not_found)")
+    expect(page.alert).not_to_contain_text("unauthorized")  # the new error replaced the old
+    page.page.unroute("**/api/files/*")
 
 
 def test_gateway_restart_resumes_without_gaps_or_duplicates(
