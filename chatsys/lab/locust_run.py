@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from contextlib import suppress
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import anyio.abc
 
 from chatsys.lab.locust_csv import PREFIX, HistoryRow, read_history
 from chatsys.lab.scenarios import LOCUSTFILES, Scenario
+from chatsys.runtime.children import spawn
 
 SPREAD = Path(__file__).resolve().parent / "locust_spread.py"
 STOP_GRACE = 20.0
@@ -80,11 +80,8 @@ class LocustProcess:
 
     async def start(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        with (self.out / "locust.log").open("ab") as log_file:
-            self.proc = await anyio.open_process(
-                self.args, stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=subprocess.STDOUT, start_new_session=True,
-                cwd=LOCUSTFILES.parent, env={**os.environ, **self.env})
+        self.proc = await spawn(self.args, log_path=self.out / "locust.log",
+                                cwd=LOCUSTFILES.parent, env={**os.environ, **self.env})
 
     async def wait(self) -> int:
         assert self.proc is not None

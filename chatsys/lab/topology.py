@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import anyio
 import anyio.abc
 import httpx
 
-from chatsys.runtime.children import free_port, terminate
+from chatsys.runtime.children import free_port, spawn, terminate
 
 log = logging.getLogger("chatsys.lab")
 READY_TIMEOUT = 60.0
@@ -133,11 +132,8 @@ class Topology:
 
     async def _spawn(self, member: Member) -> None:
         member.log_path = self.out / "logs" / f"{member.name}.log"
-        with member.log_path.open("ab") as log_file:
-            member.proc = await anyio.open_process(
-                member.command, stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        member.proc = await spawn(member.command, log_path=member.log_path,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.members.append(member)
         (self.out / "pids.json").write_text(json.dumps(
             {m.name: m.proc.pid for m in self.members if m.proc}))

@@ -1,4 +1,4 @@
-"""Child processes of a supervisor (``chatsys all``, ``gateway --workers N``).
+"""Child processes of a supervisor (``chatsys all``, ``gateway --workers N``, the lab).
 
 Children run in their own sessions, so a terminal's Ctrl-C reaches only the supervisor, which
 then stops them in the order it chooses; a child that dies on its own is reported so the
@@ -11,8 +11,9 @@ import logging
 import signal
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -27,9 +28,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def spawn(command: Sequence[str]) -> anyio.abc.Process:
-    return await anyio.open_process(list(command), stdin=subprocess.DEVNULL, stdout=None,
-                                    stderr=None, start_new_session=True)
+async def spawn(command: Sequence[str], *, log_path: Path | None = None,
+                cwd: Path | None = None, env: Mapping[str, str] | None = None,
+                ) -> anyio.abc.Process:
+    """Start a child in its own session with stdin closed; its output goes to ours, or is
+    appended (stdout and stderr together) to ``log_path``."""
+    if log_path is None:
+        return await anyio.open_process(list(command), stdin=subprocess.DEVNULL, stdout=None,
+                                        stderr=None, start_new_session=True, cwd=cwd, env=env)
+    with log_path.open("ab") as out:
+        return await anyio.open_process(list(command), stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        cwd=cwd, env=env)
 
 
 async def watch(name: str, proc: anyio.abc.Process, died: anyio.Event,
