@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 
 import anyio
@@ -276,9 +277,12 @@ async def test_health_ready_and_metrics(system: System, request: pytest.FixtureR
                  "process_cpu_seconds_total", "grpc_client_started_total",
                  'grpc_client_handled_total{grpc_code="OK",grpc_method="AppendBatch",'
                  'grpc_service="chatsys.chat.v1.ChatService",grpc_type="unary"}',
-                 "grpc_client_handling_seconds_bucket"]:
+                 "grpc_client_handling_seconds_bucket",
+                 "chatsys_gateway_append_batch_size_bucket"]:
         assert name in text, name
     assert 'route="/readyz"' in text
+    batches = re.search(r"^chatsys_gateway_append_batch_size_count (\S+)$", text, re.M)
+    assert batches is not None and float(batches[1]) >= 1  # the message above went in a batch
 
 
 async def test_oversized_uploads_are_413(system: System, request: pytest.FixtureRequest) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from chatsys.errors import ChatError, Internal, Unavailable
+from chatsys.gateway import metrics as m
 from chatsys.stubs.chatsys.chat.v1 import AppendRequest, Stored
 
 log = logging.getLogger("chatsys.gateway.appends")
@@ -89,6 +90,7 @@ class AppendQueue:
             batch = self._take()
             if not batch:
                 continue
+            m.APPEND_BATCH_SIZE.observe(len(batch))
             try:
                 outcomes = await self._send_batch([request for request, _ in batch])
             except ChatError as exc:
