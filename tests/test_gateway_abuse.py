@@ -32,9 +32,14 @@ GARBAGE_LIMIT = 10
 
 
 async def _garbage(port: int, i: int, closes: list[int], *, frames: int = 50) -> None:
-    """One hostile client: joins, then sends ``frames`` junk frames (or until it is closed)."""
+    """One hostile client: joins, then sends ``frames`` junk frames (or until it is closed).
+
+    It never calls ``recv`` after the welcome, so its incoming queue must be unbounded: with the
+    library's default of 16 frames, the presence frames of its 149 room mates filled it, the
+    client stopped reading its socket, and it never saw the close frame that was waiting there
+    (under CPU load, 14 runs in 20 timed out so; the gateway had closed every one with 1008)."""
     ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/chat?user=bad{i}&room=abuse-bad",
-                                  compression=None)
+                                  compression=None, max_queue=None)
     await ws.recv()
     try:
         for n in range(frames):
