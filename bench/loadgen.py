@@ -36,6 +36,7 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,11 +103,15 @@ def _picows_listener() -> type:
 class _PicowsSocket:
     """What the worker uses of a ``websockets`` connection, over a picows transport."""
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: Any, listener: Any) -> None:
         from picows import WSMsgType
 
-        self._ws, self._text = transport, WSMsgType.TEXT
+        self._ws, self._text, self._listener = transport, WSMsgType.TEXT, listener
         self.transport = transport.underlying_transport  # for abort()
+
+    @property
+    def close_code(self) -> int:
+        return int(self._listener.close_code)
 
     async def send(self, text: str) -> None:
         if self._ws.is_disconnected:
@@ -118,6 +123,14 @@ class _PicowsSocket:
 
         self._ws.send_close(WSCloseCode.OK)
         await self._ws.wait_disconnected()
+
+
+class _Refused(Exception):
+    """A connect attempt that failed, with the kind it is counted under."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
 
 
 class Tally:
@@ -224,58 +237,16 @@ class Worker:
         if delay > 0:
             await asyncio.sleep(delay)
         url = f"{self.url}/ws/chat?user=u{client.user}&room={client.room}"
-        if self.client == "picows":
-            await self._picows_lifetime(client, url, report)
-        else:
-            await self._websockets_lifetime(client, url, report)
-
-    async def _picows_lifetime(self, client: Client, url: str, report: Tally) -> None:
-        from picows import WSError, ws_connect
-
+        open_socket = self._open_picows if self.client == "picows" else self._open_websockets
         started = time.perf_counter()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                transport, listener = await ws_connect(
-                    functools.partial(_picows_listener(), self), url, max_frame_size=1 << 22,
-                    websocket_handshake_timeout=CONNECT_TIMEOUT)
-                try:
-                    welcome = await listener.welcome
-                except BaseException:
-                    transport.disconnect(graceful=False)
-                    raise
-        except (WSError, OSError, TimeoutError, ConnectionError) as exc:
-            status = re.search(r"\b([1-5]\d\d)\b", str(exc)) if isinstance(exc, WSError) else None
-            report.append(("fail", f"http_{status[1]}" if status else type(exc).__name__))
+                ws, welcome, read_until_closed = await open_socket(url)
+        except _Refused as exc:
+            report.append(("fail", exc.kind))
             return
-        if not _is_welcome(welcome):
-            report.append(("fail", "no_welcome"))
-            transport.disconnect(graceful=False)
-            return
-        report.append(("ok", (time.perf_counter() - started) * 1000))
-        client.ws, client.alive = _PicowsSocket(transport), True
-        try:
-            await transport.wait_disconnected()
-        finally:
-            client.alive = False
-            self.closed_codes[str(listener.close_code)] += 1
-
-    async def _websockets_lifetime(self, client: Client, url: str, report: Tally) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed
-
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                ws = await connect(url, compression=None, ping_interval=None, max_size=1 << 22,
-                                   max_queue=64, close_timeout=1, open_timeout=CONNECT_TIMEOUT)
-                try:
-                    welcome = await ws.recv()
-                except BaseException:
-                    ws.transport.abort()
-                    raise
-        except Exception as exc:
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            report.append(("fail", f"http_{status}" if status else type(exc).__name__))
+        except TimeoutError:
+            report.append(("fail", "TimeoutError"))
             return
         if not _is_welcome(welcome):
             report.append(("fail", "no_welcome"))
@@ -284,14 +255,56 @@ class Worker:
         report.append(("ok", (time.perf_counter() - started) * 1000))
         client.ws, client.alive = ws, True
         try:
-            async for data in ws:
-                self._on_frame(data)
-        except ConnectionClosed:
-            pass
+            await read_until_closed()
         finally:
             client.alive = False
-            code = ws.close_code
-            self.closed_codes[str(code)] += 1
+            self.closed_codes[str(ws.close_code)] += 1
+
+    async def _open_picows(self, url: str) -> tuple[Any, Any, Callable[[], Awaitable[Any]]]:
+        """A socket, its first frame, and how to read it until it closes (frames are handed
+        to ``_on_frame`` by the listener's callbacks meanwhile)."""
+        from picows import WSError, ws_connect
+
+        try:
+            transport, listener = await ws_connect(
+                functools.partial(_picows_listener(), self), url, max_frame_size=1 << 22,
+                websocket_handshake_timeout=CONNECT_TIMEOUT)
+        except (WSError, OSError) as exc:
+            status = re.search(r"\b([1-5]\d\d)\b", str(exc)) if isinstance(exc, WSError) else None
+            raise _Refused(f"http_{status[1]}" if status else type(exc).__name__) from None
+        try:
+            welcome = await listener.welcome
+        except BaseException as exc:
+            transport.disconnect(graceful=False)
+            if isinstance(exc, ConnectionError):
+                raise _Refused(type(exc).__name__) from None
+            raise
+        return _PicowsSocket(transport, listener), welcome, transport.wait_disconnected
+
+    async def _open_websockets(self, url: str) -> tuple[Any, Any, Callable[[], Awaitable[Any]]]:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            ws = await connect(url, compression=None, ping_interval=None, max_size=1 << 22,
+                               max_queue=64, close_timeout=1, open_timeout=CONNECT_TIMEOUT)
+        except Exception as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            raise _Refused(f"http_{status}" if status else type(exc).__name__) from None
+        try:
+            welcome = await ws.recv()
+        except BaseException as exc:
+            ws.transport.abort()
+            if isinstance(exc, Exception):
+                raise _Refused(type(exc).__name__) from None
+            raise
+
+        async def read_until_closed() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for data in ws:
+                    self._on_frame(data)
+
+        return ws, welcome, read_until_closed
 
     # commands
     async def connect(self, users: int, rate: float, room_size: int, start_at: float,
