@@ -1,6 +1,7 @@
 """A gateway talking to an A from before ``AppendBatch`` (a rolling upgrade that reaches the
 gateways first) still stores every message: it falls back to one ``Append`` each, over real
-gRPC to a real grpclib server that only knows ``Append``."""
+gRPC to a real grpclib server that only knows ``Append``. The old A is betterproto2's servicer,
+the gateway speaks upb messages: the wire format is all they share."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from chatsys.stubs.chatsys.chat.v1 import (
     ChatServiceBase,
     Message,
 )
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import AppendRequest as UpbAppendRequest
 from tests.support import free_port
 
 pytestmark = pytest.mark.anyio
@@ -62,7 +64,7 @@ async def test_appends_fall_back_to_one_call_each_on_an_old_a(
     backends = Backends(Settings(chat_addr=f"127.0.0.1:{port}", grpc_timeout=5.0))
     try:
         outcomes = await backends._append_batch([
-            AppendRequest(room="r", user="u", text=text) for text in ("one", "bad", "two")])
+            UpbAppendRequest(room="r", user="u", text=text) for text in ("one", "bad", "two")])
     finally:
         backends.close()
     assert service.stored == ["one", "two"]
@@ -74,6 +76,6 @@ async def test_nothing_reachable_is_unavailable() -> None:
     backends = Backends(Settings(chat_addr=f"127.0.0.1:{free_port()}", grpc_timeout=2.0))
     try:
         with pytest.raises(Unavailable):
-            await backends._append_batch([AppendRequest(room="r", user="u", text="x")])
+            await backends._append_batch([UpbAppendRequest(room="r", user="u", text="x")])
     finally:
         backends.close()

@@ -8,7 +8,7 @@ import pytest
 
 from chatsys.errors import BadRequest, ChatError, Unavailable
 from chatsys.gateway.appends import AppendQueue
-from chatsys.stubs.chatsys.chat.v1 import AppendRequest, Stored
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import AppendRequest, Stored
 
 pytestmark = pytest.mark.anyio
 

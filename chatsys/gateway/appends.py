@@ -25,7 +25,7 @@ import anyio
 
 from chatsys.errors import ChatError, Internal, Unavailable
 from chatsys.gateway import metrics as m
-from chatsys.stubs.chatsys.chat.v1 import AppendRequest, Stored
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import AppendRequest, Stored
 
 log = logging.getLogger("chatsys.gateway.appends")
 LANES = 2

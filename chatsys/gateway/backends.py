@@ -28,28 +28,13 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from chatsys.chat import wire
 from chatsys.errors import ChatError, Unavailable, from_grpc
 from chatsys.gateway.appends import AppendQueue
 from chatsys.runtime import metrics
 from chatsys.runtime.grpc_clients import ChannelPool, Endpoint, NoEndpoint, parse_target
 from chatsys.runtime.settings import Settings
-from chatsys.stubs.chatsys.chat.v1 import (
-    AppendBatchRequest,
-    AppendBatchResponse,
-    AppendFailure,
-    AppendOutcome,
-    AppendRequest,
-    ChatServiceStub,
-    FileRef,
-    HistoryRequest,
-    Message,
-    Presence,
-    PresenceEvent,
-    PublishPresenceRequest,
-    RoomEvent,
-    Stored,
-    SubscribeRequest,
-)
+from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
 from chatsys.stubs.chatsys.files.v1 import (
     DownloadRequest,
     DownloadResponse,
@@ -82,8 +67,8 @@ def _status(code: int) -> Status:
         return Status.UNKNOWN
 
 
-async def _append_batch_on(stub: ChatServiceStub, requests: list[AppendRequest],
-                           seconds: float) -> AppendBatchResponse:
+async def _append_batch_on(channel: Channel, requests: list[pb.AppendRequest],
+                           seconds: float) -> pb.AppendBatchResponse:
     """``AppendBatch``, or one ``Append`` per message on an A from before it (UNIMPLEMENTED:
     during a rolling upgrade that reaches the gateways first).
 
@@ -91,33 +76,37 @@ async def _append_batch_on(stub: ChatServiceStub, requests: list[AppendRequest],
     message every failure stays with its message (and those after it) instead of failing the
     call."""
     try:
-        return await stub.append_batch(AppendBatchRequest(appends=requests), timeout=seconds)
+        return await wire.APPEND_BATCH.call(channel, pb.AppendBatchRequest(appends=requests),
+                                            seconds=seconds)
     except GRPCError as exc:
         if exc.status is not Status.UNIMPLEMENTED:
             raise
     deadline = anyio.current_time() + seconds
-    outcomes: list[AppendOutcome] = []
+    reply = pb.AppendBatchResponse()
     for index, request in enumerate(requests):
         try:
-            reply = await stub.append(request, timeout=max(0.001,
-                                                           deadline - anyio.current_time()))
+            stored = await wire.APPEND.call(
+                channel, request, seconds=max(0.001, deadline - anyio.current_time()))
         except GRPCError as exc:
             if index == 0 and _did_no_work(exc):
                 raise
-            outcomes.append(_failed(exc.status, exc.message))
+            _failed(reply.outcomes.add(), exc.status, exc.message)
             continue
         except WIRE_ERRORS as exc:
             if index == 0 and _did_no_work(exc):
                 raise
-            outcomes += [_failed(Status.UNAVAILABLE, str(exc))] * (len(requests) - index)
+            for _ in requests[index:]:
+                _failed(reply.outcomes.add(), Status.UNAVAILABLE, str(exc))
             break
-        assert reply.message is not None
-        outcomes.append(AppendOutcome(stored=Stored(id=reply.message.id, ts=reply.message.ts)))
-    return AppendBatchResponse(outcomes=outcomes)
+        outcome = reply.outcomes.add()
+        outcome.stored.id = stored.message.id
+        outcome.stored.ts = stored.message.ts
+    return reply
 
 
-def _failed(status: Status, detail: str | None) -> AppendOutcome:
-    return AppendOutcome(failure=AppendFailure(status=status.value, detail=detail or ""))
+def _failed(outcome: pb.AppendOutcome, status: Status, detail: str | None) -> None:
+    outcome.failure.status = status.value
+    outcome.failure.detail = detail or ""
 
 
 class Retry(enum.Enum):
@@ -234,48 +223,54 @@ class Backends:
         await self._call(self.users, "EndSession", lambda ch, t: UserServiceStub(ch).end_session(
             EndSessionRequest(session_id=session_id), timeout=t), retry=Retry.BROKEN)
 
-    # ChatService
-    async def append_text(self, session: Session, text: str) -> Stored:
-        request = AppendRequest(room=session.room, user=session.user, session=session.id,
-                                text=text)
+    # ChatService: on upb messages (chatsys.chat.wire), the path every chat message takes
+    async def append_text(self, session: Session, text: str) -> pb.Stored:
+        request = pb.AppendRequest(room=session.room, user=session.user, session=session.id,
+                                   text=text)
         return await self._append(request)
 
-    async def append_file(self, session: Session, info: FileInfo) -> Stored:
-        ref = FileRef(id=info.id, name=info.name, size=info.size, content_type=info.content_type)
-        request = AppendRequest(room=session.room, user=session.user, session=session.id,
-                                file=ref)
+    async def append_file(self, session: Session, info: FileInfo) -> pb.Stored:
+        ref = pb.FileRef(id=info.id, name=info.name, size=info.size,
+                         content_type=info.content_type)
+        request = pb.AppendRequest(room=session.room, user=session.user, session=session.id,
+                                   file=ref)
         return await self._append(request)
 
-    async def _append(self, request: AppendRequest) -> Stored:
+    async def _append(self, request: pb.AppendRequest) -> pb.Stored:
         return await self.appends.append(request)
 
-    async def _append_batch(self, requests: list[AppendRequest]) -> list[Stored | ChatError]:
+    async def _append_batch(self, requests: list[pb.AppendRequest],
+                            ) -> list[pb.Stored | ChatError]:
         """One AppendBatch call (see :mod:`chatsys.gateway.appends`): retried, or failed, as a
         whole like one Append; each message's own failure maps like a failed call's status."""
         reply = await self._call(self.chat, "AppendBatch", lambda ch, t: _append_batch_on(
-            ChatServiceStub(ch), requests, t), retry=Retry.UNSENT)
-        outcomes: list[Stored | ChatError] = []
+            ch, requests, t), retry=Retry.UNSENT)
+        outcomes: list[pb.Stored | ChatError] = []
         for outcome in reply.outcomes:
-            if outcome.stored is not None:
+            kind = outcome.WhichOneof("outcome")
+            if kind == "stored":
                 outcomes.append(outcome.stored)
-            else:
-                failure = outcome.failure or AppendFailure(status=Status.INTERNAL.value)
+            elif kind == "failure":
+                failure = outcome.failure
                 outcomes.append(from_grpc(GRPCError(_status(failure.status), failure.detail)))
+            else:
+                outcomes.append(from_grpc(GRPCError(Status.INTERNAL, "an empty outcome")))
         return outcomes
 
-    async def history(self, room: str, since: str, limit: int) -> list[Message]:
-        reply = await self._call(self.chat, "History", lambda ch, t: ChatServiceStub(ch).history(
-            HistoryRequest(room=room, since=since, limit=limit), timeout=t), retry=Retry.BROKEN)
+    async def history(self, room: str, since: str, limit: int) -> list[pb.Message]:
+        request = pb.HistoryRequest(room=room, since=since, limit=limit)
+        reply = await self._call(self.chat, "History", lambda ch, t: wire.HISTORY.call(
+            ch, request, seconds=t), retry=Retry.BROKEN)
         return list(reply.messages)
 
     async def publish_presence(self, session: Session, joined: bool) -> None:
-        event = PresenceEvent.JOIN if joined else PresenceEvent.LEAVE
-        presence = Presence(room=session.room, user=session.user, session=session.id, event=event)
-        await self._call(self.chat, "PublishPresence", lambda ch, t: ChatServiceStub(
-            ch).publish_presence(PublishPresenceRequest(presence=presence), timeout=t),
-            retry=Retry.UNSENT)
+        event = pb.Presence.EVENT_JOIN if joined else pb.Presence.EVENT_LEAVE
+        request = pb.PublishPresenceRequest(presence=pb.Presence(
+            room=session.room, user=session.user, session=session.id, event=event))
+        await self._call(self.chat, "PublishPresence", lambda ch, t: wire.PUBLISH_PRESENCE.call(
+            ch, request, seconds=t), retry=Retry.UNSENT)
 
-    async def subscribe(self, room: str, since: str) -> AsyncIterator[RoomEvent]:
+    async def subscribe(self, room: str, since: str) -> AsyncIterator[pb.RoomEvent]:
         """The room's event stream from any replica; failures surface as :class:`ChatError`.
 
         Only opening it has a deadline (its first event, ``subscribed``, must come in time);
@@ -283,9 +278,10 @@ class Backends:
         with an error and the endpoint is ejected, so the caller's re-subscription (with
         ``since``) lands on another replica.
         """
+        request = pb.SubscribeRequest(room=room, since=since)
         first, stream, endpoint = await self._open_stream(
-            self.chat, "Subscribe", lambda ch, _t: ChatServiceStub(ch).subscribe(
-                SubscribeRequest(room=room, since=since)), long_lived=True)
+            self.chat, "Subscribe", lambda ch, _t: wire.SUBSCRIBE.stream(ch, request),
+            long_lived=True)
         async with aclosing(stream):  # type: ignore[type-var]
             try:
                 yield first

@@ -24,7 +24,7 @@ from chatsys.gateway import frames
 from chatsys.gateway import metrics as m
 from chatsys.gateway.connection import Connection
 from chatsys.runtime.metrics import RESUBSCRIBES
-from chatsys.stubs.chatsys.chat.v1 import Message, RoomEvent
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message, RoomEvent
 
 log = logging.getLogger("chatsys.gateway.fanout")
 Subscribe = Callable[[str, str], AsyncIterator[RoomEvent]]
@@ -136,7 +136,7 @@ class RoomHub:
                     live_since: float | None = None
                     try:
                         async for event in self._subscribe(room.name, _resume_from(room)):
-                            if event.subscribed is not None:
+                            if event.WhichOneof("event") == "subscribed":
                                 await self._prime(room)
                                 room.live.set()
                                 live_since = anyio.current_time()
@@ -168,11 +168,13 @@ class RoomHub:
 
     @staticmethod
     def _dispatch(room: Room, event: RoomEvent) -> None:
-        if event.message is not None:
-            frame = room.remember(event.message)
+        kind = event.WhichOneof("event")
+        if kind == "message":
+            message = event.message
+            frame = room.remember(message)
             if frame is not None:
-                room.broadcast(frame, event.message.id)
-        elif event.presence is not None:
+                room.broadcast(frame, message.id)
+        elif kind == "presence":
             room.broadcast(frames.presence(event.presence), None)
 
 

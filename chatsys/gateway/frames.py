@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatsys.errors import BadRequest, ChatError, TooLarge
-from chatsys.stubs.chatsys.chat.v1 import Message, Presence, PresenceEvent, Stored
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message, Presence, Stored
 
 REF_MAX = 128
 FILE_ID_MAX = 64
@@ -96,14 +96,14 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 def message_dict(msg: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "message", "id": msg.id, "room": msg.room, "user": msg.user,
                            "session": msg.session, "ts": msg.ts}
-    if msg.file is not None:
+    if msg.WhichOneof("body") == "file":
         f = msg.file
         out["kind"] = "file"
         out["file"] = {"id": f.id, "name": f.name, "size": f.size,
                        "content_type": f.content_type, "url": f"/api/files/{f.id}"}
     else:
         out["kind"] = "text"
-        out["text"] = msg.text or ""
+        out["text"] = msg.text
     return out
 
 
@@ -112,7 +112,7 @@ def message(msg: Message) -> str:
 
 
 def presence(p: Presence) -> str:
-    event = "join" if p.event == PresenceEvent.JOIN else "leave"
+    event = "join" if p.event == Presence.EVENT_JOIN else "leave"
     return _dumps({"type": "presence", "room": p.room, "user": p.user, "session": p.session,
                    "event": event})
 

@@ -10,7 +10,7 @@ import anyio
 from chatsys.gateway.backends import Backends
 from chatsys.gateway.fanout import RoomHub
 from chatsys.runtime.settings import Settings
-from chatsys.stubs.chatsys.chat.v1 import Message
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message
 
 
 @dataclass

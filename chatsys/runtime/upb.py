@@ -1,0 +1,68 @@
+"""gRPC on upb messages: grpclib calls and handlers for the generated ``_pb2`` modules.
+
+betterproto2's stubs and servicer bases are bound to betterproto2's message classes, which
+encode and decode in pure Python. The chat message path uses the generated ``_pb2`` classes of
+Google's ``protobuf`` runtime instead (``tools/genproto.py`` says why). grpclib's own protoc
+plugin cannot write their stubs here: it imports a ``_pb2`` module by its proto package,
+``chatsys.chat.v1``, which in this project is not the generated package. So a method is taken
+from the generated service descriptor (route, message classes and cardinality), and calls and
+handlers go to grpclib directly; nothing about a method is written by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Handler
+from grpclib.server import Stream
+
+CARDINALITY = {
+    (False, False): Cardinality.UNARY_UNARY,
+    (False, True): Cardinality.UNARY_STREAM,
+    (True, False): Cardinality.STREAM_UNARY,
+    (True, True): Cardinality.STREAM_STREAM,
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    route: str
+    request: type[Message]
+    reply: type[Message]
+    cardinality: Cardinality
+
+    @classmethod
+    def of(cls, service: ServiceDescriptor, name: str) -> Method:
+        method = service.methods_by_name[name]
+        return cls(route=f"/{service.full_name}/{name}",
+                   request=GetMessageClass(method.input_type),
+                   reply=GetMessageClass(method.output_type),
+                   cardinality=CARDINALITY[method.client_streaming, method.server_streaming])
+
+    async def call(self, channel: Channel, request: Message, *, seconds: float) -> Any:
+        """A unary call with a deadline ``seconds`` from now (the server sees it too): its
+        reply."""
+        async with channel.request(self.route, self.cardinality, self.request, self.reply,
+                                   timeout=seconds) as stream:
+            await stream.send_message(request, end=True)
+            reply = await stream.recv_message()
+            assert reply is not None  # grpclib raises when a unary call ends without a reply
+            return reply
+
+    async def stream(self, channel: Channel, request: Message) -> AsyncIterator[Any]:
+        """A server-streaming call with no deadline: its replies as they come."""
+        async with channel.request(self.route, self.cardinality, self.request,
+                                   self.reply) as stream:
+            await stream.send_message(request, end=True)
+            async for reply in stream:
+                yield reply
+
+    def handler(self, serve: Callable[[Stream[Any, Any]], Coroutine[Any, Any, None]]) -> Handler:
+        """``serve(stream)`` answers this method (an entry of a servicer's ``__mapping__``)."""
+        return Handler(serve, self.cardinality, self.request, self.reply)
