@@ -7,7 +7,7 @@ import anyio.lowlevel
 import pytest
 
 from chatsys.chat.hub import Hub, HubClosed, Overflowed
-from chatsys.stubs.chatsys.chat.v1 import Message, RoomEvent
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message, RoomEvent
 
 pytestmark = pytest.mark.anyio
 

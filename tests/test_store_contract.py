@@ -17,7 +17,7 @@ import pytest
 from chatsys.chat.store import MessageStore, open_message_store, order_key
 from chatsys.runtime.settings import Settings
 from chatsys.runtime.storage import StoreConfigError, backend_for
-from chatsys.stubs.chatsys.chat.v1 import FileRef, Message
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import FileRef, Message
 from chatsys.users.store import SessionRecord, SessionStore, open_session_store
 from tests.redis_support import RedisServer, flush_db
 
@@ -103,7 +103,7 @@ async def test_append_order_and_ids_sort(messages: MessageStore) -> None:
         assert [m.ts for m in stored] == [42, 42, 42, 43]
         r1 = await messages.last("r1", 10)
         assert [m.text for m in r1[:2]] == ["a", "c"]
-        assert r1[2].file is not None and r1[2].file.name == "x.txt" and r1[2].text is None
+        assert r1[2].WhichOneof("body") == "file" and r1[2].file.name == "x.txt"
         assert [m.id for m in r1] == [ids[0], ids[2], ids[3]]
 
 

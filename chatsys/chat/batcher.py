@@ -23,7 +23,7 @@ from prometheus_client import Counter, Histogram
 from chatsys.chat.broker import Broker
 from chatsys.chat.store import MessageStore
 from chatsys.errors import ChatError, Internal, Unavailable
-from chatsys.stubs.chatsys.chat.v1 import Message
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message
 
 log = logging.getLogger("chatsys.chat.batcher")
 MAX_BATCH = 1000

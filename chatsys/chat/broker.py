@@ -20,7 +20,7 @@ from prometheus_client import Counter
 from chatsys.chat.hub import Hub, Subscription
 from chatsys.runtime.settings import Settings
 from chatsys.runtime.storage import backend_for
-from chatsys.stubs.chatsys.chat.v1 import Message, Presence, RoomEvent
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message, Presence, RoomEvent
 
 DELIVERIES = Counter("chatsys_hub_deliveries_total", "Events queued for subscribers by the hub.")
 

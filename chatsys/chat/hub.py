@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict, deque
 
-from chatsys.stubs.chatsys.chat.v1 import RoomEvent
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import RoomEvent
 
 QUEUE_SIZE = 8192  # events one subscription may lag behind before it is cut off
 

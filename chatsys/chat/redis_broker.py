@@ -28,7 +28,7 @@ from chatsys.chat.broker import DELIVERIES
 from chatsys.chat.hub import Hub, Subscription
 from chatsys.chat.redis_store import decode, room_key
 from chatsys.runtime.storage import connect_redis, redis_client
-from chatsys.stubs.chatsys.chat.v1 import Message, Presence, PresenceEvent, RoomEvent
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message, Presence, RoomEvent
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -55,6 +55,13 @@ class _Watch:
     room: str
     pos: str
     presence_pos: str
+
+
+def _presence_event(value: str | int) -> int:
+    """An event as publish_presence stored it; anything else reads as unspecified."""
+    event = int(value)
+    return event if event in (Presence.EVENT_JOIN, Presence.EVENT_LEAVE) \
+        else Presence.EVENT_UNSPECIFIED
 
 
 def _last_id(entries: list[Any]) -> str:
@@ -174,5 +181,5 @@ class RedisBroker:
                         event = RoomEvent(presence=Presence(
                             room=watch.room, user=fields.get("user", ""),
                             session=fields.get("session", ""),
-                            event=PresenceEvent(int(fields.get("event", 0)))))
+                            event=_presence_event(fields.get("event", 0))))
                     DELIVERIES.inc(self.hub.publish(watch.room, event))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from chatsys.chat.store import order_key
 from chatsys.runtime.storage import check_redis_durability, connect_redis
-from chatsys.stubs.chatsys.chat.v1 import FileRef, Message
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import FileRef, Message
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -43,9 +43,10 @@ def stream_id(message_id: str) -> str:
 
 def encode(msg: Message, ts_ms: int) -> dict[str, str | int]:
     fields: dict[str, str | int] = {"user": msg.user, "session": msg.session, "ts": ts_ms}
-    if msg.text is not None:
+    body = msg.WhichOneof("body")
+    if body == "text":
         fields["text"] = msg.text
-    elif msg.file is not None:
+    elif body == "file":
         fields.update(file_id=msg.file.id, file_name=msg.file.name, file_size=msg.file.size,
                       file_type=msg.file.content_type)
     return fields
@@ -57,9 +58,9 @@ def decode(room: str, entry_id: str, fields: dict[str, str]) -> Message:
     if "text" in fields:
         msg.text = fields["text"]
     else:
-        msg.file = FileRef(id=fields.get("file_id", ""), name=fields.get("file_name", ""),
-                           size=int(fields.get("file_size", 0)),
-                           content_type=fields.get("file_type", ""))
+        msg.file.CopyFrom(FileRef(id=fields.get("file_id", ""), name=fields.get("file_name", ""),
+                                  size=int(fields.get("file_size", 0)),
+                                  content_type=fields.get("file_type", "")))
     return msg
 
 
@@ -96,12 +97,10 @@ class RedisMessageStore:
             ids = await pipe.execute()
         stored = []
         for msg, entry_id in zip(batch, ids, strict=True):
-            out = Message(id=message_id(entry_id), room=msg.room, user=msg.user,
-                          session=msg.session, ts=ts_ms)
-            if msg.text is not None:
-                out.text = msg.text
-            else:
-                out.file = msg.file
+            out = Message()
+            out.CopyFrom(msg)
+            out.id = message_id(entry_id)
+            out.ts = ts_ms
             stored.append(out)
         return stored
 

@@ -9,33 +9,31 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from grpclib.const import Status
+from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
 from chatsys import validation
+from chatsys.chat import wire
 from chatsys.chat.batcher import Batcher
 from chatsys.chat.broker import Broker
 from chatsys.chat.hub import HubClosed, Overflowed
 from chatsys.chat.store import MAX_HISTORY, MessageStore, order_key
 from chatsys.errors import BadRequest, ChatError, TooLarge, to_grpc
 from chatsys.runtime import rpc
-from chatsys.stubs.chatsys.chat.v1 import (
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import (
     AppendBatchRequest,
     AppendBatchResponse,
-    AppendFailure,
     AppendOutcome,
     AppendRequest,
     AppendResponse,
-    ChatServiceBase,
     FileRef,
     HistoryRequest,
     HistoryResponse,
     Message,
-    PresenceEvent,
+    Presence,
     PublishPresenceRequest,
     PublishPresenceResponse,
     RoomEvent,
-    Stored,
     Subscribed,
     SubscribeRequest,
 )
@@ -45,15 +43,20 @@ MAX_FILE_FIELD_CHARS = 512
 MAX_BATCH_APPENDS = 1000
 
 
-def _outcome(result: Message | ChatError) -> AppendOutcome:
+def _fill(outcome: AppendOutcome, result: Message | ChatError) -> None:
     if isinstance(result, ChatError):
         status = to_grpc(result)
-        return AppendOutcome(failure=AppendFailure(status=status.status.value,
-                                                   detail=status.message or ""))
-    return AppendOutcome(stored=Stored(id=result.id, ts=result.ts))
+        outcome.failure.status = status.status.value
+        outcome.failure.detail = status.message or ""
+    else:
+        outcome.stored.id = result.id
+        outcome.stored.ts = result.ts
 
 
-class ChatService(ChatServiceBase):
+class ChatService:
+    """grpclib serves what :meth:`__mapping__` returns: the methods of
+    :mod:`chatsys.chat.wire`, on upb messages."""
+
     def __init__(self, store: MessageStore, broker: Broker, batcher: Batcher, *,
                  max_text_chars: int, history_limit: int) -> None:
         self.store = store
@@ -62,22 +65,14 @@ class ChatService(ChatServiceBase):
         self.max_text_chars = max_text_chars
         self.history_limit = history_limit
 
-    def _body(self, request: AppendRequest) -> tuple[str | None, FileRef | None]:
-        if request.text is not None:
-            if not request.text:
-                raise BadRequest("text must not be empty")
-            if len(request.text) > self.max_text_chars:
-                raise TooLarge(f"text is longer than {self.max_text_chars} characters")
-            return request.text, None
-        if request.file is not None:
-            ref = request.file
-            if not ref.id:
-                raise BadRequest("file.id is required")
-            if max(len(ref.id), len(ref.name), len(ref.content_type)) > MAX_FILE_FIELD_CHARS:
-                raise BadRequest("file reference is too long")
-            return None, FileRef(id=ref.id, name=ref.name, size=ref.size,
-                                 content_type=ref.content_type)
-        raise BadRequest("text or file is required")
+    def __mapping__(self) -> dict[str, Handler]:
+        return {
+            wire.APPEND.route: wire.APPEND.handler(self.append),
+            wire.APPEND_BATCH.route: wire.APPEND_BATCH.handler(self.append_batch),
+            wire.HISTORY.route: wire.HISTORY.handler(self.history),
+            wire.PUBLISH_PRESENCE.route: wire.PUBLISH_PRESENCE.handler(self.publish_presence),
+            wire.SUBSCRIBE.route: wire.SUBSCRIBE.handler(self.subscribe),
+        }
 
     def _draft(self, request: AppendRequest) -> Message:
         """The message to store for a valid request (id and ts still empty)."""
@@ -85,13 +80,24 @@ class ChatService(ChatServiceBase):
         user = validation.user_name(request.user)
         if len(request.session) > MAX_SESSION_CHARS:
             raise BadRequest("session is too long")
-        text, file = self._body(request)
-        draft = Message(room=room, user=user, session=request.session)
-        if text is not None:
-            draft.text = text
-        else:
-            draft.file = file
-        return draft
+        body = request.WhichOneof("body")
+        if body == "text":
+            text = request.text
+            if not text:
+                raise BadRequest("text must not be empty")
+            if len(text) > self.max_text_chars:
+                raise TooLarge(f"text is longer than {self.max_text_chars} characters")
+            return Message(room=room, user=user, session=request.session, text=text)
+        if body == "file":
+            ref = request.file
+            if not ref.id:
+                raise BadRequest("file.id is required")
+            if max(len(ref.id), len(ref.name), len(ref.content_type)) > MAX_FILE_FIELD_CHARS:
+                raise BadRequest("file reference is too long")
+            return Message(room=room, user=user, session=request.session,
+                           file=FileRef(id=ref.id, name=ref.name, size=ref.size,
+                                        content_type=ref.content_type))
+        raise BadRequest("text or file is required")
 
     @rpc.unary
     async def append(self, message: AppendRequest) -> AppendResponse:
@@ -110,8 +116,10 @@ class ChatService(ChatServiceBase):
             except ChatError as exc:
                 outcomes.append(exc)
         stored = iter(await self.batcher.append_many(drafts) if drafts else [])
-        return AppendBatchResponse(outcomes=[
-            _outcome(slot if isinstance(slot, ChatError) else next(stored)) for slot in outcomes])
+        reply = AppendBatchResponse()
+        for slot in outcomes:
+            _fill(reply.outcomes.add(), slot if isinstance(slot, ChatError) else next(stored))
+        return reply
 
     @rpc.unary
     async def history(self, message: HistoryRequest) -> HistoryResponse:
@@ -124,12 +132,12 @@ class ChatService(ChatServiceBase):
 
     @rpc.unary
     async def publish_presence(self, message: PublishPresenceRequest) -> PublishPresenceResponse:
-        presence = message.presence
-        if presence is None:
+        if not message.HasField("presence"):
             raise BadRequest("presence is required")
+        presence = message.presence
         validation.room_name(presence.room)
         validation.user_name(presence.user)
-        if presence.event not in (PresenceEvent.JOIN, PresenceEvent.LEAVE):
+        if presence.event not in (Presence.EVENT_JOIN, Presence.EVENT_LEAVE):
             raise BadRequest("presence event must be join or leave")
         if len(presence.session) > MAX_SESSION_CHARS:
             raise BadRequest("session is too long")
@@ -156,7 +164,8 @@ class ChatService(ChatServiceBase):
                                     "subscriber fell behind; subscribe again with since") from None
                 except HubClosed:
                     raise GRPCError(Status.UNAVAILABLE, "server is shutting down") from None
-                if event.message is not None and order_key(event.message.id) <= last:
+                if event.WhichOneof("event") == "message" \
+                        and order_key(event.message.id) <= last:
                     continue
                 yield event
         finally:

@@ -13,7 +13,7 @@ from typing import Any
 
 from chatsys.chat.store import order_key
 from chatsys.runtime.sqlite import SqliteDB, parse_sqlite_url, transaction
-from chatsys.stubs.chatsys.chat.v1 import FileRef, Message
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import FileRef, Message
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -39,13 +39,12 @@ def message_id(seq: int) -> str:
 
 def _row_to_message(row: tuple[Any, ...]) -> Message:
     seq, room, user, session, ts, text, file_id, name, size, content_type = row
-    msg = Message(id=message_id(seq), room=room, user=user, session=session, ts=ts)
     if text is not None:
-        msg.text = text
-    else:
-        msg.file = FileRef(id=file_id, name=name or "", size=size or 0,
-                           content_type=content_type or "")
-    return msg
+        return Message(id=message_id(seq), room=room, user=user, session=session, ts=ts,
+                       text=text)
+    return Message(id=message_id(seq), room=room, user=user, session=session, ts=ts,
+                   file=FileRef(id=file_id, name=name or "", size=size or 0,
+                                content_type=content_type or ""))
 
 
 class SqliteMessageStore:
@@ -65,22 +64,20 @@ class SqliteMessageStore:
                 ts_ms: int) -> list[Message]:
         stored = []
         for msg in batch:
-            file = msg.file if msg.text is None else None
+            file = msg.file if msg.WhichOneof("body") == "file" else None
             cur = conn.execute(
                 f"INSERT INTO messages ({COLUMNS.partition(', ')[2]}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (msg.room, msg.user, msg.session, ts_ms, msg.text,
+                (msg.room, msg.user, msg.session, ts_ms, msg.text if file is None else None,
                  file.id if file else None, file.name if file else None,
                  file.size if file else None, file.content_type if file else None),
             )
             seq = cur.lastrowid
             assert seq is not None
-            out = Message(id=message_id(seq), room=msg.room, user=msg.user,
-                          session=msg.session, ts=ts_ms)
-            if file is None:
-                out.text = msg.text
-            else:
-                out.file = file
+            out = Message()
+            out.CopyFrom(msg)
+            out.id = message_id(seq)
+            out.ts = ts_ms
             stored.append(out)
             self._since_prune[msg.room] += 1
         self._prune(conn)

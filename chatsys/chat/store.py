@@ -12,7 +12,7 @@ from typing import Protocol
 
 from chatsys.runtime.settings import Settings
 from chatsys.runtime.storage import backend_for
-from chatsys.stubs.chatsys.chat.v1 import Message
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message
 
 RETENTION = 10_000
 MAX_HISTORY = 1000  # the most a History call without `since` returns

@@ -11,7 +11,8 @@ handlers go to grpclib directly; nothing about a method is written by hand.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,27 @@ class Method:
             async for reply in stream:
                 yield reply
 
-    def handler(self, serve: Callable[[Stream[Any, Any]], Coroutine[Any, Any, None]]) -> Handler:
-        """``serve(stream)`` answers this method (an entry of a servicer's ``__mapping__``)."""
+    def handler(self, fn: Callable[[Any], Any]) -> Handler:
+        """A servicer's ``fn(request)`` as this method's grpclib handler (an entry of the
+        servicer's ``__mapping__``): a unary ``fn`` returns the reply, a server-streaming one
+        yields the replies."""
+        if self.cardinality is Cardinality.UNARY_UNARY:
+
+            async def serve(stream: Stream[Any, Any]) -> None:
+                request = await stream.recv_message()
+                assert request is not None  # grpclib answers a call without one itself
+                await stream.send_message(await fn(request))
+
+        elif self.cardinality is Cardinality.UNARY_STREAM:
+
+            async def serve(stream: Stream[Any, Any]) -> None:
+                request = await stream.recv_message()
+                assert request is not None
+                # aclosing: when the client goes away, the handler's `finally` runs now.
+                async with aclosing(fn(request)) as replies:
+                    async for reply in replies:
+                        await stream.send_message(reply)
+
+        else:
+            raise NotImplementedError(f"{self.route}: client streaming is not served here")
         return Handler(serve, self.cardinality, self.request, self.reply)
