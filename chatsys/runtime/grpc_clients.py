@@ -28,6 +28,7 @@ from grpclib.client import Channel
 from grpclib.config import Configuration
 
 from chatsys.runtime import metrics
+from chatsys.runtime.h2_writes import CoalescingChannel
 from chatsys.runtime.settings import SettingsError
 
 log = logging.getLogger("chatsys.grpc.pool")
@@ -148,7 +149,7 @@ class ChannelPool:
         metrics.CLIENT_ENDPOINTS.labels(self.service).set(len(wanted))
 
     def _new_channel(self, endpoint: Endpoint) -> Channel:
-        channel = Channel(*endpoint, config=self._config)  # connects on first use
+        channel = CoalescingChannel(*endpoint, config=self._config)  # connects on first use
         metrics.instrument_channel(channel)
         return channel
 

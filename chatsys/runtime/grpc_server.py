@@ -24,6 +24,7 @@ from grpclib.utils import _service_name
 from h2.settings import SettingCodes
 
 from chatsys.runtime import metrics
+from chatsys.runtime.h2_writes import CoalescingH2Protocol
 from chatsys.runtime.settings import Settings
 from chatsys.stubs.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 
@@ -45,8 +46,9 @@ Probe = Callable[[], Awaitable[Any]]
 MAX_CONCURRENT_STREAMS = 1 << 20
 
 
-class _ManyStreamsProtocol(H2Protocol):
-    """Advertises a large SETTINGS_MAX_CONCURRENT_STREAMS instead of h2's default of 100.
+class _ManyStreamsProtocol(CoalescingH2Protocol):
+    """Advertises a large SETTINGS_MAX_CONCURRENT_STREAMS instead of h2's default of 100 (and
+    writes through :class:`~chatsys.runtime.h2_writes.CoalescingTransport`).
 
     A gateway holds one Subscribe stream per room with local members, all on one connection
     per A endpoint; with h2's default the 101st room's stream (and then every other call on
