@@ -156,12 +156,14 @@ class Connection:
                 except Exception as exc:  # this socket fails alone, not the fan-out's loop
                     self._fail(exc)
                     return
-                if not asyncio.isfuture(sent):
-                    # Granian answers a send on a closing socket with a plain awaitable, already
-                    # done or raising: awaited by a task here, off the hot path.
-                    sent = asyncio.ensure_future(sent)
                 self._in_flight = True
-                sent.add_done_callback(self._sent)
+                try:
+                    sent.add_done_callback(self._sent)  # type: ignore[attr-defined]
+                except AttributeError:
+                    # Not a future: Granian answers a send on a closing socket with a plain
+                    # awaitable, already done or raising; a task awaits it, off the hot path.
+                    # (Asking first, with asyncio.isfuture, cost 2-3 % of the gateway's loop.)
+                    asyncio.ensure_future(sent).add_done_callback(self._sent)
         finally:
             self._pumping = False
 
