@@ -1,11 +1,12 @@
-"""The protobuf codec on the message path: betterproto2 (what chatsys runs) against upb.
+"""The protobuf codec on the message path: upb (what chatsys runs) against betterproto2.
 
 Every chat message costs protobuf work on both sides of gRPC: the gateway encodes its
 ``AppendRequest`` into an ``AppendBatchRequest`` and decodes the ``RoomEvent`` that brings the
-message back for the fan-out; A does the reverse. betterproto2 does this in pure Python. The
-reference is Google's ``protobuf`` runtime (upb, in C) on the same ``.proto`` files, compiled
-into a temporary directory with ``grpc_tools.protoc`` at start-up (nothing is written to the
-tree). Prints one line per operation with the ratio, then one JSON line.
+message back for the fan-out; A does the reverse. Since ``9d0f981``/``e5316dc`` both sides use
+the generated ``chat_pb2`` messages (Google's ``protobuf`` runtime, upb, in C); before, they used
+betterproto2's, which run in pure Python and stay what the users and files services use. This
+keeps the measurement behind that change. Prints one line per operation with the ratio, then one
+JSON line.
 
     python -m bench.codec            # about 20 s
     python -m bench.codec --quick    # a smoke run
@@ -14,15 +15,9 @@ tree). Prints one line per operation with the ratio, then one JSON line.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from chatsys.stubs.chatsys.chat.v1 import (
@@ -31,21 +26,9 @@ from chatsys.stubs.chatsys.chat.v1 import (
     Message,
     RoomEvent,
 )
+from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
 
-PROTO_DIR = Path(__file__).resolve().parent.parent / "proto"
 BATCH = 4  # a typical AppendBatch size near the knee (A's writer batches ~5 at 2,000 msg/s)
-
-
-def _upb_chat(out: Path) -> ModuleType:
-    """``chat_pb2`` compiled from proto/, loaded under its own name (no clash with chatsys)."""
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(PROTO_DIR),
-                    f"--python_out={out}", "chatsys/chat/v1/chat.proto"], check=True)
-    spec = importlib.util.spec_from_file_location(
-        "bench_chat_pb2", out / "chatsys" / "chat" / "v1" / "chat_pb2.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _time(fn: Callable[[], Any], seconds: float) -> float:
@@ -71,8 +54,6 @@ def measure(seconds: float) -> dict[str, Any]:
     fields = {"room": "r12", "user": "u123", "session": "ef7b14614a17ac9d4a7741fb4cf4b124"}
     message = Message(id="0000000000001234", ts=1795716652902, text="m 3.1.12345", **fields)
     event = bytes(RoomEvent(message=message))
-    with tempfile.TemporaryDirectory() as tmp:
-        pb = _upb_chat(Path(tmp))
 
     def bp_decode() -> Any:
         got = RoomEvent.parse(event).message
