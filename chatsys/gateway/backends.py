@@ -85,7 +85,7 @@ async def _append_batch_on(channel: Channel, requests: list[pb.AppendRequest],
     reply = pb.AppendBatchResponse()
     for index, request in enumerate(requests):
         try:
-            stored = await wire.APPEND.call(
+            appended = await wire.APPEND.call(
                 channel, request, seconds=max(0.001, deadline - anyio.current_time()))
         except GRPCError as exc:
             if index == 0 and _did_no_work(exc):
@@ -99,8 +99,8 @@ async def _append_batch_on(channel: Channel, requests: list[pb.AppendRequest],
                 _failed(reply.outcomes.add(), Status.UNAVAILABLE, str(exc))
             break
         outcome = reply.outcomes.add()
-        outcome.stored.id = stored.message.id
-        outcome.stored.ts = stored.message.ts
+        outcome.stored.id = appended.message.id
+        outcome.stored.ts = appended.message.ts
     return reply
 
 
