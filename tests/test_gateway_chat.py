@@ -95,6 +95,23 @@ async def test_presence_join_and_leave(system: System, request: pytest.FixtureRe
     await alice.close()
 
 
+async def test_a_client_that_vanishes_leaves_the_room(system: System,
+                                                      request: pytest.FixtureRequest) -> None:
+    """No close frame, only a dropped TCP connection: the gateway's own reader sees the
+    disconnect and ends the session (the room hears the leave), and counts no close of its own."""
+    room = room_name(request)
+    alice = await ChatClient.connect(system.port, "alice", room)
+    bob = await ChatClient.connect(system.port, "bob", room)
+    await alice.wait_for(lambda f: f["type"] == "presence" and f["user"] == "bob")
+    bob.ws.transport.abort()
+    left = await alice.wait_for(lambda f: f["type"] == "presence" and f["event"] == "leave")
+    assert left["user"] == "bob" and left["session"] == bob.session
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.port}") as client:
+        text = (await client.get("/metrics")).text
+    assert 'chatsys_ws_closes_total{code="1006"}' not in text
+    await alice.close()
+
+
 async def test_ping_pong(system: System, request: pytest.FixtureRequest) -> None:
     alice = await ChatClient.connect(system.port, "alice", room_name(request))
     await alice.send({"type": "ping", "ref": "p1"})

@@ -13,6 +13,12 @@ Neither fix concerns data frames, and the gateway sends about twenty per chat me
 server's own ``send`` is left in the scope under ``SERVER_SEND`` for the writer's hot path. On
 Granian, ``receive()`` returns a cancellable future: it is tracked as it is, without a task
 wrapped around every frame received.
+
+The chat handler also reads the socket itself, through the cancellable receive left in the scope
+under ``SERVER_RECEIVE``: Quart's own reader would take every frame through a task step, a
+signal and a queue before the handler saw it. Quart's reader is given a receive that waits until
+Quart cancels it (when the handler returns), so there is one reader and it is the handler's: a
+WebSocket route must read ``SERVER_RECEIVE`` to see frames or the client leaving.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 Scope = dict[str, Any]
 Message = dict[str, Any]
 SERVER_SEND = "chatsys.server_send"
+SERVER_RECEIVE = "chatsys.server_receive"
 
 
 class WebSocketFixes:
@@ -33,7 +40,8 @@ class WebSocketFixes:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        scope = {**scope, SERVER_SEND: send}  # a copy: a server may hand over a read-only mapping
+        # A copy: a server may hand over a read-only mapping. receive_cancellable is bound below.
+        scope = {**scope, SERVER_SEND: send}
         pending: set[asyncio.Future[Message]] = set()
         refusal_start: Message | None = None
         refusal_body: list[bytes] = []
@@ -70,8 +78,8 @@ class WebSocketFixes:
                         raise
                 finally:
                     pending.discard(future)
-            # We closed the socket. Quart ends the handler as soon as its message loop ends,
-            # which would cut our own close short: the loop waits here until Quart cancels it.
+            # We closed the socket: nothing more will arrive. A reader waits here until it is
+            # cancelled, so that it cannot end the handler before our close has gone out.
             await asyncio.Event().wait()
             raise AssertionError("unreachable")
 
@@ -98,4 +106,9 @@ class WebSocketFixes:
                 return
             await send(message)
 
-        await self.app(scope, receive_cancellable, send_fixed)
+        async def quart_receive() -> Message:
+            await asyncio.Event().wait()  # until Quart cancels its reader: see the docstring
+            raise AssertionError("unreachable")
+
+        scope[SERVER_RECEIVE] = receive_cancellable
+        await self.app(scope, quart_receive, send_fixed)

@@ -26,6 +26,7 @@ import anyio
 
 WS_1000_NORMAL = 1000
 WS_1001_GOING_AWAY = 1001
+WS_1006_NO_CLOSE_FRAME = 1006  # the client went away: the connection ends with no close to send
 WS_1008_POLICY_VIOLATION = 1008
 WS_1009_MESSAGE_TOO_BIG = 1009
 WS_1011_INTERNAL_ERROR = 1011

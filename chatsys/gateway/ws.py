@@ -29,8 +29,9 @@ from chatsys import validation
 from chatsys.errors import ChatError, Internal, NotFound, RateLimited, Unavailable
 from chatsys.gateway import frames
 from chatsys.gateway import metrics as m
-from chatsys.gateway.asgi_fixes import SERVER_SEND
+from chatsys.gateway.asgi_fixes import SERVER_RECEIVE, SERVER_SEND
 from chatsys.gateway.connection import (
+    WS_1006_NO_CLOSE_FRAME,
     WS_1008_POLICY_VIOLATION,
     WS_1009_MESSAGE_TOO_BIG,
     Connection,
@@ -113,7 +114,7 @@ async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
     finally:
         gateway.hub.leave(conn)
         await _end_session(gateway, session, announce=True)
-    if conn.close_code is not None:
+    if conn.close_code is not None and conn.close_code != WS_1006_NO_CLOSE_FRAME:
         m.WS_CLOSES.labels(str(conn.close_code)).inc()
         with anyio.move_on_after(CLOSE_TIMEOUT):
             await websocket.close(conn.close_code, conn.close_reason)
@@ -179,9 +180,19 @@ async def _read(gateway: Gateway, conn: Connection, session: Session) -> None:
     settings = gateway.settings
     bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
     garbage = 0
-    receive = websocket._get_current_object().receive  # no context-local lookup per frame
+    # The server's receive, not Quart's queue (see chatsys.gateway.asgi_fixes): ASGI events.
+    receive = websocket._get_current_object().scope[SERVER_RECEIVE]
     while conn.close_code is None:
-        data = await receive()
+        event = await receive()
+        kind = event["type"]
+        if kind != "websocket.receive":
+            if kind == "websocket.disconnect":
+                conn.request_close(WS_1006_NO_CLOSE_FRAME, "the client went away")
+                return
+            continue  # websocket.connect, which no one else reads
+        data = event.get("text")
+        if data is None:
+            data = event.get("bytes") or b""
         if _too_big(data, settings.max_frame_bytes):
             conn.request_close(WS_1009_MESSAGE_TOO_BIG, "frame too big")
             return
