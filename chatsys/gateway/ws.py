@@ -9,7 +9,9 @@ check, the ``websocket_sent`` signal) and calls the ASGI send underneath; it yie
 itself every ``WRITE_BURST`` frames so one busy socket cannot hold the loop. Where that send
 hands back a future (Granian), the writer hands over to :meth:`Connection.pump` after its first
 frame: frames then go out from the sends' completion callbacks, with no task step per frame,
-and each completion is a separate loop callback, so no socket holds the loop either.
+and each completion is a separate loop callback, so no socket holds the loop either. The reader
+likewise takes ASGI events from the server's receive rather than from Quart's queue (see
+:mod:`chatsys.gateway.asgi_fixes`), so it is also the one that sees the client leave.
 """
 
 from __future__ import annotations
