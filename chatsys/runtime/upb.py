@@ -19,7 +19,7 @@ from typing import Any
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
-from grpclib.client import Channel
+from grpclib.client import Channel, UnaryUnaryMethod
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
@@ -49,12 +49,8 @@ class Method:
     async def call(self, channel: Channel, request: Message, *, seconds: float) -> Any:
         """A unary call with a deadline ``seconds`` from now (the server sees it too): its
         reply."""
-        async with channel.request(self.route, self.cardinality, self.request, self.reply,
-                                   timeout=seconds) as stream:
-            await stream.send_message(request, end=True)
-            reply = await stream.recv_message()
-            assert reply is not None  # grpclib raises when a unary call ends without a reply
-            return reply
+        method = UnaryUnaryMethod(channel, self.route, self.request, self.reply)
+        return await method(request, timeout=seconds)
 
     async def stream(self, channel: Channel, request: Message) -> AsyncIterator[Any]:
         """A server-streaming call with no deadline: its replies as they come."""
