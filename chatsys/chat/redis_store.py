@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from chatsys.chat.store import order_key
+from chatsys.chat.store import order_key, stored_form
 from chatsys.runtime.storage import check_redis_durability, connect_redis
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import FileRef, Message
 
@@ -97,11 +97,7 @@ class RedisMessageStore:
             ids = await pipe.execute()
         stored = []
         for msg, entry_id in zip(batch, ids, strict=True):
-            out = Message()
-            out.CopyFrom(msg)
-            out.id = message_id(entry_id)
-            out.ts = ts_ms
-            stored.append(out)
+            stored.append(stored_form(msg, message_id(entry_id), ts_ms))
         return stored
 
     async def last(self, room: str, limit: int) -> list[Message]:

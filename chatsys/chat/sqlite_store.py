@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from chatsys.chat.store import order_key
+from chatsys.chat.store import order_key, stored_form
 from chatsys.runtime.sqlite import SqliteDB, parse_sqlite_url, transaction
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import FileRef, Message
 
@@ -74,11 +74,7 @@ class SqliteMessageStore:
             )
             seq = cur.lastrowid
             assert seq is not None
-            out = Message()
-            out.CopyFrom(msg)
-            out.id = message_id(seq)
-            out.ts = ts_ms
-            stored.append(out)
+            stored.append(stored_form(msg, message_id(seq), ts_ms))
             self._since_prune[msg.room] += 1
         self._prune(conn)
         return stored

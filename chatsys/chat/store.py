@@ -29,6 +29,15 @@ def order_key(message_id: str) -> tuple[int, int]:
     return int(head or 0), int(tail or 0)
 
 
+def stored_form(draft: Message, message_id: str, ts_ms: int) -> Message:
+    """What a store returns for an appended draft: a copy with its id and timestamp set."""
+    stored = Message()
+    stored.CopyFrom(draft)
+    stored.id = message_id
+    stored.ts = ts_ms
+    return stored
+
+
 class MessageStore(Protocol):
     retention: int
 
