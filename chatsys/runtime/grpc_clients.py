@@ -27,6 +27,7 @@ import anyio
 from grpclib.client import Channel
 from grpclib.config import Configuration
 
+import chatsys.compat.grpclib  # noqa: F401  (grpclib's cancellations balanced: see there)
 from chatsys.runtime import metrics
 from chatsys.runtime.h2_writes import CoalescingChannel
 from chatsys.runtime.settings import SettingsError

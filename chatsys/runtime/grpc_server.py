@@ -23,6 +23,7 @@ from grpclib.server import Server
 from grpclib.utils import _service_name
 from h2.settings import SettingCodes
 
+import chatsys.compat.grpclib  # noqa: F401  (grpclib's cancellations balanced: see there)
 from chatsys.runtime import metrics
 from chatsys.runtime.h2_writes import CoalescingH2Protocol
 from chatsys.runtime.settings import Settings
