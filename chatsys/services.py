@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import anyio
@@ -17,13 +18,15 @@ from chatsys.runtime import grpc_server, lifecycle, metrics
 from chatsys.runtime.grpc_server import Probe
 from chatsys.runtime.settings import Settings
 from chatsys.runtime.storage import StoreConfigError, StoreUnavailable, backend_for
+from chatsys.runtime.supervision import Policy, TaskBoard, supervise
 
 log = logging.getLogger("chatsys.services")
 
 
 async def serve(settings: Settings, stop: anyio.Event) -> None:
     services: list[Any] = []
-    probes: list[Probe] = []
+    tasks = TaskBoard()  # health is NOT_SERVING while a supervised task is down
+    probes: list[Probe] = [tasks.probe]
     async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
         if "users" in settings.verbs:
             from chatsys.tokens import signer_for
@@ -49,8 +52,14 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
             # graceful close is not held up by streams that never end by themselves.
             broker = await open_broker(settings, Hub())
             batcher = Batcher(messages, broker)
-            tg.start_soon(batcher.run)
-            tg.start_soon(broker.run, stop)
+            # The batcher returns once closed (after the gRPC server), the broker once `stop`
+            # is set; any other end is a failure: restart the batcher (queued appends wait),
+            # end the process if the broker goes (its subscriptions went with it).
+            tg.start_soon(partial(supervise, "append batcher", batcher.run,
+                                  policy=Policy.RESTART, board=tasks,
+                                  expected_end=lambda: batcher.closing))
+            tg.start_soon(partial(supervise, "room broker", partial(broker.run, stop),
+                                  policy=Policy.FATAL, board=tasks, expected_end=stop.is_set))
             services.append(ChatService(messages, broker, batcher,
                                         max_text_chars=settings.max_text_chars,
                                         history_limit=settings.history_limit))
@@ -64,6 +73,7 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
             services.append(FileService(files, max_file_bytes=settings.max_file_bytes))
             probes.append(files.ping)
 
+        metrics.count_asyncio_tasks()
         metrics_port = metrics.start_exposition_server(settings.host, settings.metrics_port)
         async with anyio.create_task_group() as grpc_tg:
             port = await grpc_tg.start(grpc_server.serve_grpc, settings, services, probes, stop)

@@ -76,6 +76,22 @@ async def test_ejection_avoid_and_readmission() -> None:
     pool.close()
 
 
+async def test_a_pool_whose_endpoints_are_all_ejected_still_tries_them() -> None:
+    """The panic threshold: ejection only orders the endpoints, it never refuses a call, so a
+    lone replica that has just come back is used by the very next call."""
+    pool = ChannelPool(parse_target("127.0.0.1:2001,127.0.0.1:2002"), service="panic",
+                       eject_seconds=3600)
+    for endpoint in pool.endpoints:
+        pool.failed(endpoint)
+    assert {pool.pick()[0] for _ in range(4)} == set(pool.endpoints)
+    alone = ChannelPool(parse_target("127.0.0.1:2003"), service="alone", eject_seconds=3600)
+    alone.failed(alone.endpoints[0])
+    assert alone.pick()[0] == alone.endpoints[0]
+    assert alone.pick(long_lived=True)[0] == alone.endpoints[0]
+    pool.close()
+    alone.close()
+
+
 async def test_dns_target_resolves_every_address_and_again_on_failure() -> None:
     pool = ChannelPool(parse_target("dns:///localhost:50051"), service="dns",
                        resolve_every=3600)

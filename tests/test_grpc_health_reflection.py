@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,6 +15,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from tests.grpc_services import Service, start
+from tests.redis_support import start_redis
+from tests.support import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +36,8 @@ def _channel(svc: Service) -> grpc.Channel:
 
 
 @pytest.mark.parametrize(("which", "services"), [
-    ("a", ["", "chatsys.users.v1.UserService", "chatsys.chat.v1.ChatService"]),
-    ("b", ["", "chatsys.files.v1.FileService"]),
+    ("a", ["", "chatsys.users.v1.UserService", "chatsys.chat.v1.ChatService", "liveness"]),
+    ("b", ["", "chatsys.files.v1.FileService", "liveness"]),
 ])
 def test_health_serving(which: str, services: list[str], module_a: Service,
                         module_b: Service) -> None:
@@ -46,6 +50,28 @@ def test_health_serving(which: str, services: list[str], module_a: Service,
         with pytest.raises(grpc.RpcError) as exc:
             stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
         assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_liveness_is_the_process_alone(tmp_path: Path) -> None:
+    """Redis down: A is not ready (overall NOT_SERVING) but alive ("liveness" SERVING), so
+    Kubernetes takes it out of rotation without restarting it; ready again once Redis is."""
+    with start_redis(tmp_path / "redis") as redis, \
+            start(["users", "chat"], tmp_path / "a", f"--store={redis.url()}") as a, \
+            _channel(a) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+
+        def status(name: str) -> int:
+            return stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert status("") == serving and status("liveness") == serving
+        redis.proc.signal(signal.SIGKILL)
+        redis.proc.wait(10)
+        wait_until(lambda: status("") == health_pb2.HealthCheckResponse.NOT_SERVING,
+                   timeout=20, what="A reports NOT_SERVING")
+        assert status("liveness") == serving
+        with start_redis(redis.dir, port=redis.port):
+            wait_until(lambda: status("") == serving, timeout=20, what="A ready again")
 
 
 def test_reflection_module_a(module_a: Service) -> None:

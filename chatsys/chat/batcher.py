@@ -87,7 +87,12 @@ class Batcher:
                 continue
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            except BaseException:
+                # Whoever waits on this batch gets an answer, however the loop ends.
+                _fail(batch, Internal("the message could not be stored"))
+                raise
 
     async def _commit(self, batch: list[tuple[Message, asyncio.Future[Message]]]) -> None:
         started = time.perf_counter()
@@ -95,9 +100,7 @@ class Batcher:
             stored = await self.store.append([m for m, _ in batch], _now_ms())
         except Exception:
             log.exception("could not store %d messages", len(batch))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(Internal("the message could not be stored"))
+            _fail(batch, Internal("the message could not be stored"))
             return
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         BATCH_SIZE.observe(len(batch))
@@ -107,7 +110,17 @@ class Batcher:
             if not future.done():
                 future.set_result(message)
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def close(self) -> None:
         """Refuse new appends; :meth:`run` returns after committing what is queued."""
         self._closing = True
         self._wake.set()
+
+
+def _fail(batch: list[tuple[Message, asyncio.Future[Message]]], error: ChatError) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(type(error)(error.message))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -28,6 +29,7 @@ from chatsys.chat.broker import DELIVERIES
 from chatsys.chat.hub import Hub, Subscription
 from chatsys.chat.redis_store import decode, room_key
 from chatsys.runtime.storage import connect_redis, redis_client
+from chatsys.runtime.supervision import Policy, supervise
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message, Presence, RoomEvent
 
 if TYPE_CHECKING:
@@ -131,7 +133,10 @@ class RedisBroker:
 
     async def run(self, stop: anyio.Event) -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._read_loop)
+            # Redis errors are retried inside the loop; anything else restarts it from the
+            # positions it had reached.
+            tg.start_soon(partial(supervise, "room stream reader", self._read_loop,
+                                  policy=Policy.RESTART))
             await stop.wait()
             self.hub.close()
             tg.cancel_scope.cancel()

@@ -8,6 +8,12 @@ last message it saw (``"0"`` if the room had none: everything the room holds is 
 A replays what was missed: members see no gap and — ids compared as strings, the
 contract's order — no repeat. Later attempts back off. This module knows nothing of Quart;
 the transport hands it :class:`Connection` objects.
+
+Who cancels what (see :mod:`chatsys.runtime.supervision`): the last member to leave a room only
+sets the room's ``abandoned`` event; the room's own task cancels its stream. A room's stream is
+supervised (an unexpected end is logged and the stream restarted), and so is the hub itself:
+if it ever stops, its rooms' members are closed with 1011 so they reconnect, and the hub
+starts again empty.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from functools import partial
 
 import anyio
 from anyio.abc import TaskGroup
@@ -22,8 +30,9 @@ from anyio.abc import TaskGroup
 from chatsys.errors import ChatError, Unavailable
 from chatsys.gateway import frames
 from chatsys.gateway import metrics as m
-from chatsys.gateway.connection import Connection
+from chatsys.gateway.connection import WS_1011_INTERNAL_ERROR, Connection
 from chatsys.runtime.metrics import RESUBSCRIBES
+from chatsys.runtime.supervision import Policy, supervise
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message, RoomEvent
 
 log = logging.getLogger("chatsys.gateway.fanout")
@@ -39,7 +48,7 @@ class Room:
         self.members: set[Connection] = set()
         self.live = anyio.Event()
         self.last_id = ""
-        self.scope = anyio.CancelScope()
+        self.abandoned = anyio.Event()  # set by the last leaver; the room's task then stops
         # The newest messages as encoded frames: a join needs no call to A for its welcome.
         self.recent: deque[str] = deque(maxlen=history_limit)
         self.primed = False
@@ -75,14 +84,20 @@ class RoomHub:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
                   ) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            task_status.started()
-            try:
+        """Host the rooms' tasks until cancelled (supervised by the gateway)."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                task_status.started()
                 await anyio.sleep_forever()
-            finally:
-                self._tg = None
-                tg.cancel_scope.cancel()
+        finally:
+            self._tg = None
+            # Whatever ended the hub ended every room's stream: their members must reconnect
+            # (with `since`) to a hub that follows their rooms again.
+            rooms, self.rooms = list(self.rooms.values()), {}
+            for room in rooms:
+                for member in list(room.members):
+                    member.request_close(WS_1011_INTERNAL_ERROR, "internal error, reconnect")
 
     async def join(self, conn: Connection) -> list[str]:
         """Add ``conn`` to its room once the room's subscription is live (or raise Unavailable).
@@ -92,8 +107,8 @@ class RoomHub:
         """
         room = self.rooms.get(conn.room)
         if room is None:
-            if self._tg is None:
-                raise Unavailable("gateway is shutting down")
+            if self._tg is None:  # stopping, or restarting after a failure
+                raise Unavailable("the gateway cannot follow new rooms right now, try again")
             room = self.rooms[conn.room] = Room(conn.room, self.history_limit)
             self._tg.start_soon(self._follow, room)
         room.members.add(conn)
@@ -114,9 +129,9 @@ class RoomHub:
         if room is None:
             return
         room.members.discard(conn)
-        if not room.members:
+        if not room.members and self.rooms.get(conn.room) is room:
             del self.rooms[conn.room]
-            room.scope.cancel()
+            room.abandoned.set()
 
     def close_all(self, code: int, reason: str) -> None:
         for room in list(self.rooms.values()):
@@ -128,34 +143,45 @@ class RoomHub:
         return sum(len(room.members) for room in self.rooms.values())
 
     async def _follow(self, room: Room) -> None:
+        """The room's task: its supervised stream, until the room is abandoned."""
+        m.SUBSCRIPTIONS.inc()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(supervise, f"room {room.name}", partial(self._stream, room),
+                                      policy=Policy.RESTART, metric="room_subscription"))
+                await room.abandoned.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            m.SUBSCRIPTIONS.dec()
+
+    async def _stream(self, room: Room) -> None:
+        """Follow A's event stream of the room, resubscribing whenever it breaks."""
         delay = RETRY_FIRST
-        with room.scope:
-            m.SUBSCRIPTIONS.inc()
+        while True:
+            live_since: float | None = None
             try:
-                while True:
-                    live_since: float | None = None
-                    try:
-                        async for event in self._subscribe(room.name, _resume_from(room)):
-                            if event.WhichOneof("event") == "subscribed":
-                                await self._prime(room)
-                                room.live.set()
-                                live_since = anyio.current_time()
-                            else:
-                                self._dispatch(room, event)
-                    except ChatError as exc:
-                        log.warning("room %s: subscription lost (%s), resubscribing after "
-                                    "%s", room.name, exc, room.last_id or "the start")
-                    room.live = _reset(room.live)
-                    # A stream that had been live a while lost its replica: retry at once
-                    # (elsewhere). One that keeps failing backs off.
-                    if live_since is not None and anyio.current_time() - live_since > STABLE:
-                        delay = RETRY_FIRST
-                    else:
-                        await anyio.sleep(delay)
-                        delay = min(delay * 2, RETRY_MAX)
-                    RESUBSCRIBES.inc()
-            finally:
-                m.SUBSCRIPTIONS.dec()
+                # aclosing: a stream left by an exception is closed here, in this task, not
+                # later by the event loop's generator finaliser in another one.
+                async with aclosing(self._subscribe(room.name, _resume_from(room))) as events:
+                    async for event in events:
+                        if event.WhichOneof("event") == "subscribed":
+                            await self._prime(room)
+                            room.live.set()
+                            live_since = anyio.current_time()
+                        else:
+                            self._dispatch(room, event)
+            except ChatError as exc:
+                log.warning("room %s: subscription lost (%s), resubscribing after %s",
+                            room.name, exc, room.last_id or "the start")
+            room.live = _reset(room.live)
+            # A stream that had been live a while lost its replica: retry at once
+            # (elsewhere). One that keeps failing backs off.
+            if live_since is not None and anyio.current_time() - live_since > STABLE:
+                delay = RETRY_FIRST
+            else:
+                await anyio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            RESUBSCRIBES.inc()
 
     async def _prime(self, room: Room) -> None:
         """Once per room: the newest messages, read after the subscription is in place, so

@@ -137,6 +137,8 @@ async def readyz() -> Response:
     gateway = _gateway()
     if gateway.draining:
         return error_response(Unavailable("draining"))
+    if not gateway.tasks.ready:
+        return error_response(Unavailable(f"restarting: {', '.join(gateway.tasks.down)}"))
     if not await gateway.backends_ready():
         return error_response(Unavailable("module A or B is unreachable"))
     return _json({"status": "ready"})

@@ -17,23 +17,34 @@ from chatsys.gateway.asgi_fixes import WebSocketFixes
 from chatsys.gateway.connection import WS_1001_GOING_AWAY
 from chatsys.gateway.servers import make_server
 from chatsys.gateway.state import Gateway
-from chatsys.runtime import lifecycle
+from chatsys.runtime import lifecycle, metrics
 from chatsys.runtime.settings import Settings
+from chatsys.runtime.supervision import Policy, supervise
 
 log = logging.getLogger("chatsys.gateway")
 
 
 async def serve(settings: Settings, stop: anyio.Event) -> None:
     gateway = Gateway.create(settings)
+    metrics.count_asyncio_tasks()
     app = WebSocketFixes(create_app(gateway))
     server = make_server(settings)
     server_stop = anyio.Event()
     try:
         async with anyio.create_task_group() as background:
+            # Every long-lived task is supervised and restarted; while one is down, /readyz
+            # says so (gateway.tasks).
             for pool in gateway.backends.pools:
-                background.start_soon(pool.run)
-            await background.start(gateway.hub.run)
-            await background.start(gateway.backends.appends.run)
+                if pool.target.is_dns:
+                    background.start_soon(partial(
+                        supervise, f"resolve {pool.service}", pool.run,
+                        policy=Policy.RESTART, board=gateway.tasks))
+            await background.start(partial(
+                supervise, "fan-out hub", gateway.hub.run, policy=Policy.RESTART,
+                board=gateway.tasks, signals_start=True))
+            await background.start(partial(
+                supervise, "append lanes", gateway.backends.appends.run,
+                policy=Policy.RESTART, board=gateway.tasks, signals_start=True))
             async with anyio.create_task_group() as serving:
                 port = await serving.start(server.serve, app, server_stop)
                 log.info("gateway (%s) listening on http://%s:%d", settings.server,

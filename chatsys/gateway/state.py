@@ -10,6 +10,7 @@ import anyio
 from chatsys.gateway.backends import Backends
 from chatsys.gateway.fanout import RoomHub
 from chatsys.runtime.settings import Settings
+from chatsys.runtime.supervision import TaskBoard
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message
 
 
@@ -18,6 +19,7 @@ class Gateway:
     settings: Settings
     backends: Backends
     hub: RoomHub
+    tasks: TaskBoard = field(default_factory=TaskBoard)
     draining: bool = False
     sockets: int = 0
     # Probes may come every second from several kubelets: answer from a short-lived result.

@@ -28,6 +28,7 @@ from chatsys.lab.scrape import Scraper, ScrapeTarget, open_metrics
 from chatsys.lab.topology import Topology, TopologyError
 from chatsys.runtime import lifecycle
 from chatsys.runtime.children import wait_any
+from chatsys.runtime.supervision import Policy, supervise
 
 log = logging.getLogger("chatsys.lab")
 EXIT_OK, EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -132,11 +133,13 @@ class LabRun:
             scraper = Scraper(metrics, targets, locust_pid=lambda: locust.pid,
                               interval=self.options.scrape_interval)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(scraper.run)
+                tg.start_soon(partial(supervise, "metrics scraper", scraper.run,
+                                      policy=Policy.RESTART))
                 self.meta["load_started"] = time.time()
                 await locust.start()
                 self._stage("load")
-                tg.start_soon(self._progress, scraper)
+                tg.start_soon(partial(supervise, "progress", partial(self._progress, scraper),
+                                      policy=Policy.RESTART))
                 done = anyio.Event()
 
                 async def wait_locust() -> None:

@@ -6,7 +6,10 @@ comma list, or from every address that ``dns:///name:port`` resolves to — and 
 endpoints round robin, so each added replica takes its share of calls.
 
 Failures: an endpoint whose call could not reach it is *ejected* (skipped) for a few seconds,
-a caller may ask for "any endpoint but these" to retry elsewhere, and a DNS target is
+but only while another endpoint is healthy: when every candidate is ejected, calls still go to
+them (Envoy's and gRPC outlier detection's "panic threshold"), so the pool never refuses a call
+because of its own bookkeeping and a lone replica that has just come back is used at once. A
+caller may ask for "any endpoint but these" to retry elsewhere, and a DNS target is
 re-resolved at once (not only every ``resolve_every`` seconds), so a replica that went away
 leaves the rotation as soon as its address leaves the headless Service. A success readmits an
 ejected endpoint at once. Every pick and every ejection is counted per endpoint

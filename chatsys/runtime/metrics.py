@@ -7,6 +7,7 @@ the trailing-metadata event without any per-call bookkeeping object.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from collections.abc import Iterable
@@ -14,7 +15,9 @@ from typing import Any
 
 from grpclib import events
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 from chatsys.stubs.chatsys.chat.v1 import CHATSYS_CHAT_V1_CHAT_PROTO_DESCRIPTOR
 from chatsys.stubs.chatsys.files.v1 import CHATSYS_FILES_V1_FILES_PROTO_DESCRIPTOR
@@ -140,6 +143,29 @@ def instrument_channel(channel: Any) -> None:
 def record_client_failure(exc: BaseException) -> None:
     """A call that ended without trailers (connection refused, reset) still counts."""
     CLIENT.finish("UNAVAILABLE")
+
+
+class _AsyncioTasks(Collector):
+    """``chatsys_asyncio_tasks``: the event loop's live tasks, counted at scrape time, so a
+    leak of tasks (one left behind per join or per fault) shows as a rising line."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        yield GaugeMetricFamily("chatsys_asyncio_tasks", "Live asyncio tasks of the process.",
+                                value=len(asyncio.all_tasks(self._loop)))
+
+
+_counted_loops: set[int] = set()
+
+
+def count_asyncio_tasks() -> None:
+    """Export the running loop's task count (once per loop)."""
+    loop = asyncio.get_running_loop()
+    if id(loop) not in _counted_loops:
+        _counted_loops.add(id(loop))
+        REGISTRY.register(_AsyncioTasks(loop))
 
 
 def exposition() -> tuple[bytes, str]:
