@@ -14,6 +14,12 @@ A reader greenlet consumes every frame and hands acks (and error frames) to the 
 that ``ref``. Every failure is a Locust failure whose text names its cause: ``error frame: CODE``,
 ``socket closed: CODE``, ``no ack within Ns``, ``upgrade refused: HTTP 400 bad_request``, ...
 
+A request is recorded when it ends. When a run stops, Locust kills each user wherever it is (or,
+with ``--stop-timeout``, lets it finish its task for that long), and a request cut off this way is
+recorded neither as a success nor as a failure: a user stopped between its upload and the file
+frame's ack leaves ``/api/files`` one ahead of ``/ws/chat/send_file``, so the two counts may differ
+by up to one per user.
+
 Usage: ``locust -f locustfiles/chat.py --host http://127.0.0.1:8080`` (see docs/load-testing.md).
 """
 

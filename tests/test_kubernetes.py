@@ -199,6 +199,38 @@ def test_gateway_drains_within_termination_grace() -> None:
             _seconds(e["CHATSYS_DRAIN_TIMEOUT"]) + _seconds(e["CHATSYS_SHUTDOWN_GRACE"])
 
 
+GRPC_PORTS = {"chatsys-chat": 50051, "chatsys-files": 50052}
+PROBE_HANDLERS = {"httpGet", "grpc", "exec", "tcpSocket"}
+
+
+def test_liveness_checks_the_process_readiness_the_dependencies() -> None:
+    """A Redis or disk outage must take pods out of Services, never restart them all: in every
+    tree and component, liveness asks only about the process (A and B: the gRPC health service
+    ``liveness``; P: ``/healthz``), readiness the overall check (A/B: no service; P:
+    ``/readyz``)."""
+    for where, docs in all_builds():
+        for name in SERVICES:
+            c = container(find(docs, "Deployment", name))
+            live, ready = c["livenessProbe"], c["readinessProbe"]
+            if name == "chatsys-gateway":
+                assert set(live) & PROBE_HANDLERS == {"httpGet"}, (where, name)
+                assert live["httpGet"]["path"] == "/healthz", (where, name)
+                assert ready["httpGet"]["path"] == "/readyz", (where, name)
+                continue
+            port = GRPC_PORTS[name]
+            assert set(live) & PROBE_HANDLERS == {"grpc"}, (where, name)
+            assert live["grpc"] == {"port": port, "service": "liveness"}, (where, name)
+            # No service (or ""): the server's overall health, storage included.
+            assert ready["grpc"]["port"] == port and not ready["grpc"].get("service"), \
+                (where, name, ready)
+        # Nothing else in the build probes a chatsys gRPC server's overall health for liveness.
+        for w in _workloads(docs):
+            for c in w["spec"]["template"]["spec"]["containers"]:
+                grpc = c.get("livenessProbe", {}).get("grpc")
+                if grpc is not None:
+                    assert grpc.get("service") == "liveness", (where, w["metadata"]["name"])
+
+
 @pytest.mark.parametrize("tree", TREES)
 def test_pdb_per_service(tree: str) -> None:
     docs = build_tree(tree)

@@ -211,6 +211,10 @@ async def _read(gateway: Gateway, conn: Connection, session: Session) -> None:
         if isinstance(frame, frames.PingFrame):
             conn.offer(frames.pong(frame.ref))
             continue
+        # The limit is on processing, not arrival (docs/protocol.md, "Rate limit"): a frame is
+        # charged when it is taken up here, and the next one is read only once this one is
+        # answered, so a flood waits in the socket (backpressure) while A is slow and the
+        # bucket bounds the messages a connection gets stored: burst + rate x elapsed.
         if not bucket.take():
             _send_error(conn, frame.ref, RateLimited("slow down: too many messages"))
             continue
