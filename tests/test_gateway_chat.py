@@ -313,6 +313,9 @@ async def test_health_ready_and_metrics(system: System, request: pytest.FixtureR
     assert 'route="/readyz"' in text
     batches = re.search(r"^chatsys_gateway_append_batch_size_count (\S+)$", text, re.M)
     assert batches is not None and float(batches[1]) >= 1  # the message above went in a batch
+    # The event loop's live tasks: at least the server's, the hub's and the append lanes'.
+    tasks = re.search(r"^chatsys_asyncio_tasks (\S+)$", text, re.M)
+    assert tasks is not None and float(tasks[1]) >= 3
 
 
 async def test_oversized_uploads_are_413(system: System, request: pytest.FixtureRequest) -> None:
