@@ -23,10 +23,11 @@ Cancel scopes (the rule this code base follows)
 A cancel scope is cancelled only by the task that entered it or, for a task group's own scope,
 by one of that group's tasks (the "first to finish stops the rest" idiom: the group's host is
 then waiting at the end of the group, a place it knows). Any other task that wants work to stop
-sets an :class:`anyio.Event` that the owner waits on, and the owner cancels its own scope. Cancelling a scope from outside is
-allowed by anyio, but the task that owns it is then cancelled at whatever point it happens to
-be, from a stack it cannot see, which is how a stale cancellation in a library once turned a
-room's ordinary end into the death of the whole fan-out hub.
+sets an :class:`anyio.Event` that the owner waits on, and the owner cancels its own scope.
+Cancelling a scope from outside is allowed by anyio, but the task that owns it is then
+cancelled at whatever point it happens to be, from a stack it cannot see: that is how a stale
+cancellation in a library once turned a room's ordinary end into the death of the whole fan-out
+hub.
 """
 
 from __future__ import annotations
