@@ -70,6 +70,19 @@ class Unavailable(ChatError):
     grpc_status = Status.UNAVAILABLE
 
 
+class StoreFailed(Unavailable):
+    """The store failed during a write (Redis or the disk went away): the write may or may not
+    have been kept.
+
+    To a client this is a backend outage, ``unavailable``, as the contract names it. Between the
+    services it is not UNAVAILABLE, which promises that nothing was done and lets the gateway
+    retry on another replica: retrying here could store a message twice, so it travels as
+    ABORTED, which nothing retries.
+    """
+
+    grpc_status = Status.ABORTED
+
+
 class Internal(ChatError):
     code = "internal"
     http_status = 500
@@ -83,6 +96,7 @@ _BY_STATUS: dict[Status, type[ChatError]] = {
 # A deadline that passes means the dependency is too slow to answer: to the client it is down.
 _BY_STATUS[Status.DEADLINE_EXCEEDED] = Unavailable
 _BY_STATUS[Status.CANCELLED] = Unavailable
+_BY_STATUS[StoreFailed.grpc_status] = StoreFailed
 
 
 def to_grpc(error: ChatError) -> GRPCError:

@@ -16,6 +16,7 @@ CASES = [
     (errors.TooLarge, "too_large", 413, Status.OUT_OF_RANGE),
     (errors.RateLimited, "rate_limited", 429, Status.RESOURCE_EXHAUSTED),
     (errors.Unavailable, "unavailable", 503, Status.UNAVAILABLE),
+    (errors.StoreFailed, "unavailable", 503, Status.ABORTED),  # may be stored: not retried
     (errors.Internal, "internal", 500, Status.INTERNAL),
 ]
 

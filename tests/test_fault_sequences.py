@@ -15,9 +15,10 @@ import anyio
 import httpx
 import pytest
 
+from tests import grpc_services
 from tests.chat_client import ChatClient, wait_status
-from tests.gateway_support import start_system
-from tests.redis_support import RedisServer
+from tests.gateway_support import start_gateway, start_system
+from tests.redis_support import RedisServer, start_redis
 from tests.support import port_open, running
 from tests.test_scale_out import open_streams, start_topology
 
@@ -98,3 +99,25 @@ async def test_new_rooms_after_a_is_killed_and_restarted(tmp_path: Path) -> None
             await bo.close()
             for round_ in range(3):
                 await _everything_works(system.port, f"new-{round_}")
+
+
+async def test_a_redis_outage_is_unavailable_then_everything_works(tmp_path: Path) -> None:
+    """Redis killed under A: sends fail with the contract's ``unavailable`` (a backend is
+    down), never ``internal``; once Redis is back, old and new rooms work again."""
+    redis_dir = tmp_path / "redis"
+    with start_redis(redis_dir) as redis, \
+            grpc_services.start(["users", "chat"], tmp_path / "a", f"--store={redis.url()}") as a, \
+            grpc_services.start(["files"], tmp_path / "b") as b, \
+            start_gateway(a.port, b.port, tmp_path) as gateway:
+        ana, bo = await _converse(gateway.port, gateway.port, "before")
+        redis.proc.signal(signal.SIGKILL)
+        redis.proc.wait(10)
+        frame = await ana.ack_or_error(await ana.send_text("while Redis is down"), seconds=15)
+        assert frame["type"] == "error" and frame["code"] == "unavailable", frame
+        with start_redis(redis_dir, port=redis.port):
+            await _send_until_acked(ana, "Redis is back", 30)
+            await bo.wait_for(lambda f: f["type"] == "message" and f["text"] == "Redis is back",
+                              15)
+            await ana.close()
+            await bo.close()
+            await _everything_works(gateway.port, "after-redis")

@@ -9,7 +9,9 @@ Under load, batches grow by themselves: whatever queued during one commit goes i
 
 Only an append refused *before* it was queued fails with UNAVAILABLE (shutting down,
 overloaded): the gateway may retry those on another replica without risking a duplicate. A
-failed commit is ambiguous (the store may have it) and fails with INTERNAL.
+failed commit is ambiguous (the store may have it) and fails with
+:class:`~chatsys.errors.StoreFailed`: ``unavailable`` to the client, ABORTED on the wire so
+that nothing retries it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from prometheus_client import Counter, Histogram
 
 from chatsys.chat.broker import Broker
 from chatsys.chat.store import MessageStore
-from chatsys.errors import ChatError, Internal, Unavailable
+from chatsys.errors import ChatError, Internal, StoreFailed, Unavailable
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message
 
 log = logging.getLogger("chatsys.chat.batcher")
@@ -100,7 +102,8 @@ class Batcher:
             stored = await self.store.append([m for m, _ in batch], _now_ms())
         except Exception:
             log.exception("could not store %d messages", len(batch))
-            _fail(batch, Internal("the message could not be stored"))
+            _fail(batch, StoreFailed("storage is unavailable: the message may not have been "
+                                     "stored"))
             return
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         BATCH_SIZE.observe(len(batch))
