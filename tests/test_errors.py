@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import redis.exceptions
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from chatsys import errors
+from chatsys.runtime import rpc
 
 CASES = [
     (errors.BadRequest, "bad_request", 400, Status.INVALID_ARGUMENT),
@@ -39,3 +41,26 @@ def test_wire_failures_are_unavailable(wire: Exception) -> None:
 
 def test_unknown_status_is_internal() -> None:
     assert isinstance(errors.from_grpc(GRPCError(Status.DATA_LOSS, "x")), errors.Internal)
+
+
+@pytest.mark.parametrize("outage", [ConnectionRefusedError(), redis.exceptions.ConnectionError(),
+                                    redis.exceptions.TimeoutError()])
+async def test_a_storage_outage_in_a_servicer_is_store_failed(outage: Exception) -> None:
+    @rpc.unary
+    async def handler() -> None:
+        raise outage
+
+    with pytest.raises(GRPCError) as info:
+        await handler()
+    assert info.value.status is Status.ABORTED
+    assert isinstance(errors.from_grpc(info.value), errors.StoreFailed)
+
+
+async def test_a_bug_in_a_servicer_is_internal() -> None:
+    @rpc.unary
+    async def handler() -> None:
+        raise KeyError("bug")
+
+    with pytest.raises(GRPCError) as info:
+        await handler()
+    assert info.value.status is Status.INTERNAL

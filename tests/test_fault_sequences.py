@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests import grpc_services
-from tests.chat_client import ChatClient, wait_status
+from tests.chat_client import ChatClient, refused, wait_status
 from tests.gateway_support import start_gateway, start_system
 from tests.redis_support import RedisServer, start_redis
 from tests.support import port_open, running
@@ -114,6 +114,8 @@ async def test_a_redis_outage_is_unavailable_then_everything_works(tmp_path: Pat
         redis.proc.wait(10)
         frame = await ana.ack_or_error(await ana.send_text("while Redis is down"), seconds=15)
         assert frame["type"] == "error" and frame["code"] == "unavailable", frame
+        status, body = await refused(gateway.port, "user=cy&room=during")  # no session store
+        assert (status, body["error"]["code"]) == (503, "unavailable"), body
         with start_redis(redis_dir, port=redis.port):
             await _send_until_acked(ana, "Redis is back", 30)
             await bo.wait_for(lambda f: f["type"] == "message" and f["text"] == "Redis is back",

@@ -1,9 +1,11 @@
 """Servicer method decorators: contract errors become gRPC statuses, bugs become INTERNAL.
 
 Servicers raise :class:`chatsys.errors.ChatError` subclasses; these wrappers map them through
-:func:`chatsys.errors.to_grpc` (the one mapping) and turn any other exception into a logged
-INTERNAL status, so one bad request never takes the server down and never leaks a traceback to
-the client. Cancellation passes through untouched.
+:func:`chatsys.errors.to_grpc` (the one mapping), turn a storage outage (Redis gone, see
+:func:`chatsys.runtime.storage.is_outage`) into :class:`~chatsys.errors.StoreFailed`
+(``unavailable`` to the client, never retried: a write may have landed), and any other
+exception into a logged INTERNAL status, so one bad request never takes the server down and
+never leaks a traceback to the client. Cancellation passes through untouched.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any, TypeVar
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from chatsys.errors import ChatError, to_grpc
+from chatsys.errors import ChatError, StoreFailed, to_grpc
+from chatsys.runtime.storage import is_outage
 
 log = logging.getLogger("chatsys.rpc")
 R = TypeVar("R")
@@ -28,6 +31,9 @@ def _translate(name: str, exc: Exception) -> GRPCError:
         return exc
     if isinstance(exc, ChatError):
         return to_grpc(exc)
+    if is_outage(exc):
+        log.warning("%s failed: storage unavailable (%s: %s)", name, type(exc).__name__, exc)
+        return to_grpc(StoreFailed("storage is unavailable, try again"))
     log.exception("%s failed", name)
     return GRPCError(Status.INTERNAL, "internal error")
 

@@ -28,6 +28,18 @@ class StoreUnavailable(RuntimeError):
     """The store named by ``--store`` did not answer at startup."""
 
 
+def is_outage(exc: BaseException) -> bool:
+    """``exc`` says the storage could not be reached or answer in time (Redis down, a socket
+    reset, a timeout), as opposed to a bug: the client is told a backend is unavailable."""
+    if isinstance(exc, OSError):  # includes socket and timeout errors
+        return True
+    try:
+        from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+    except ImportError:
+        return False
+    return isinstance(exc, ConnectionError | TimeoutError | BusyLoadingError)
+
+
 class Store(Protocol):
     """What every store offers the process: a readiness probe and a flushing close."""
 
