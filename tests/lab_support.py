@@ -30,6 +30,22 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def _now_ticks() -> int:
+    """Clock ticks since boot, the unit of a process's start time in /proc/PID/stat."""
+    with open("/proc/uptime") as f:
+        return int(float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK"))
+
+
+def _started_before(pid: int, ticks: int) -> bool:
+    """``pid`` is a process that started before ``ticks``: not a later one that reused the
+    number of a process the lab started and reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19]) <= ticks
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie waiting for its parent counts as gone)."""
     try:
@@ -57,11 +73,17 @@ def lab(*args: str, out: Path,
     try:
         yield proc
     finally:
-        _kill_group(proc.pid)
+        # Whatever the lab left behind, and only that: a group is killed while its leader is
+        # unreaped, or if its process started before the lab ended (a reaped child's number
+        # may already belong to an unrelated process).
+        if proc.returncode is None:
+            _kill_group(proc.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(5)
+        ended = _now_ticks()
         for pid in child_pids(out).values():
-            _kill_group(pid)
+            if _started_before(pid, ended):
+                _kill_group(pid)
 
 
 def run_lab(*args: str, out: Path, timeout: float = 90.0,

@@ -85,20 +85,34 @@ class Proc:
         return self.popen.wait(timeout)
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM, then SIGKILL of the whole group if it overstays."""
+        """SIGTERM, then SIGKILL of the whole group if it overstays.
+
+        The group is signalled only while its leader is not yet reaped: a reaped pid may
+        already belong to another test's process, whose group a late ``killpg`` would kill."""
         if self.popen is None:
             return None
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
+        pid = self.popen.pid
+        if self.popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            _wait_unreaped(pid, timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)  # the leader is at most a zombie: still ours
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
         return self.popen.returncode
+
+
+def _wait_unreaped(pid: int, timeout: float) -> None:
+    """Until the child ``pid`` exits (left unreaped, so its pid stays ours) or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager

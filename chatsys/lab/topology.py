@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -179,15 +178,9 @@ class Topology:
             for modules in (("P",), ("A", "B"), ("redis",)):
                 for member in self.members:
                     if member.module in modules and member.proc is not None:
-                        codes[member.name] = await terminate(member.name, member.proc, GRACE)
-                        kill_group(member.proc.pid)
+                        codes[member.name] = await terminate(member.name, member.proc, GRACE,
+                                                             whole_group=True)
         return codes
-
-
-def kill_group(pid: int) -> None:
-    """SIGKILL whatever is left of a child's session (helpers it started)."""
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 async def _port_open(port: int) -> bool:

@@ -8,6 +8,7 @@ supervisor can take the rest down.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -61,17 +62,30 @@ async def wait_any(*events: anyio.Event) -> None:
             tg.start_soon(until, event)
 
 
-async def terminate(name: str, proc: anyio.abc.Process, grace: float) -> int:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code."""
+async def terminate(name: str, proc: anyio.abc.Process, grace: float, *,
+                    whole_group: bool = False) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code.
+
+    ``whole_group``: signal the child's whole session (helpers it started, such as Locust's
+    workers). Only while the child runs: once it is reaped its pid, and so its group id, may
+    already belong to an unrelated process, whose group a late signal would hit."""
+
+    def send(signum: int) -> None:
+        if proc.returncode is not None:
+            return
+        with suppress(ProcessLookupError, PermissionError):
+            if whole_group:
+                os.killpg(proc.pid, signum)
+            else:
+                proc.send_signal(signum)
+
     if proc.returncode is None:
-        with suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+        send(signal.SIGTERM)
         with anyio.move_on_after(grace):
             await proc.wait()
         if proc.returncode is None:
             log.warning("%s did not stop within %.0fs: killing it", name, grace)
-            with suppress(ProcessLookupError):
-                proc.kill()
+            send(signal.SIGKILL)
             await proc.wait()
     log.info("%s stopped (exit %s)", name, proc.returncode)
     return proc.returncode or 0
