@@ -47,8 +47,8 @@ class AppendQueue:
 
     async def append(self, request: AppendRequest) -> Stored:
         """Store one message through the next batch: its id and ts, or its ChatError."""
-        if not self._open:
-            raise Unavailable("the gateway is shutting down")
+        if not self._open:  # stopping, or restarting after a failure (supervised)
+            raise Unavailable("the gateway cannot send messages right now, try again")
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         self._wake.set()
@@ -63,7 +63,7 @@ class AppendQueue:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
                   ) -> None:
-        """The lanes; runs in the gateway's task group until cancelled."""
+        """The lanes, until cancelled (supervised by the gateway: restarted if they fail)."""
         try:
             async with anyio.create_task_group() as tg:
                 for _ in range(self.lanes):

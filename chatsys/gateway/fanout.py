@@ -129,7 +129,7 @@ class RoomHub:
         if room is None:
             return
         room.members.discard(conn)
-        if not room.members and self.rooms.get(conn.room) is room:
+        if not room.members:
             del self.rooms[conn.room]
             room.abandoned.set()
 
