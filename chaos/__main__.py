@@ -45,6 +45,8 @@ HELP = {
     "max_rss_mib": "largest gateway RSS allowed, MiB",
     "max_tasks": "largest chatsys_asyncio_tasks allowed",
     "task_slack": "tasks above the pre-workload count allowed once the clients have gone",
+    "faults": "comma list of fault kinds to inject (kill-A, kill-B, kill-redis, kill-gateway, "
+              "freeze-A, partition); empty: all",
 }
 
 

@@ -64,10 +64,12 @@ def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def schedule() -> list[tuple[str, str]]:
-    """One round: (kind, target) for every kind and every target of it."""
+def schedule(only: str = "") -> list[tuple[str, str]]:
+    """One round: (kind, target) for every kind and every target of it; ``only``, a comma
+    list of kinds, keeps those (to soak one fault kind on its own)."""
+    kinds = [k for k in KINDS if not only or k in only.split(",")]
     picks = {kind: itertools.cycle(targets) for kind, targets in TARGETS.items()}
-    return [(kind, next(picks[kind])) for kind in KINDS]
+    return [(kind, next(picks[kind])) for kind in kinds]
 
 
 class Injector:

@@ -46,6 +46,7 @@ class Options:
     max_rss_mib: float = 512.0
     max_tasks: float = 5000.0
     task_slack: float = 50.0  # tasks above the pre-workload count still allowed at the end
+    faults: str = ""  # a comma list of fault kinds to inject; empty: every kind
 
 
 async def run(options: Options) -> dict[str, Any]:
@@ -109,7 +110,7 @@ async def _inject_faults(injector: Injector, options: Options, http: httpx.Async
     did not recover from ends the schedule: every later result would be about that one."""
     first_round = True
     while first_round or injector.now() < options.duration:
-        for kind, target in schedule():
+        for kind, target in schedule(options.faults):
             if not first_round and injector.now() >= options.duration:
                 break
             record = await injector.inject(kind, target, http)
