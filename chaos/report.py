@@ -36,7 +36,7 @@ def render(summary: dict[str, Any], machine: dict[str, str]) -> str:
     if summary["why"]:
         lines += ["## Why", ""] + [f"- {w}" for w in summary["why"]] + [""]
     if summary["findings"]:
-        lines += ["## Findings (not fatal to the verdict)", "",
+        lines += ["## Wrong error codes", "",
                   "Failures whose error code the contract reserves for something other than an "
                   "outage:", ""] + [f"- {f}" for f in summary["findings"]] + [""]
     outside = summary["failures_by_fault"]["outside_examples"]

@@ -166,6 +166,9 @@ def _summary(options: Options, began_wall: float, t0: float, ran: float, workloa
     why += resources["problems"]
     why += exits
     stats = workload.stats
+    findings = checker.error_code_findings(stats.failures)
+    if findings:
+        why.append(f"error codes: {', '.join(findings)} (a fault must surface as unavailable)")
     kinds = sorted(set(stats.attempted) | {"join", "reconnect", "text", "upload", "file"})
     return {
         "valid": not why,
@@ -178,7 +181,7 @@ def _summary(options: Options, began_wall: float, t0: float, ran: float, workloa
                 for k in kinds},
         "failures": dict(stats.failures.most_common(25)),
         "failures_by_fault": failures,
-        "findings": checker.error_code_findings(stats.failures),
+        "findings": findings,
         "close_codes": dict(stats.close_codes),
         "members": {"total": len(workload.members),
                     "left": sum(m.leaving for m in workload.members),

@@ -38,6 +38,7 @@ async def test_soak_with_every_fault_is_valid(tmp_path: Path) -> None:
         assert fault["recovery_seconds"] <= options.bound, (fault, why)
     assert summary["readiness"]["valid"], why
     assert summary["failures_by_fault"]["valid"], why
+    assert not summary["findings"], why  # a fault surfaces as unavailable, never internal
     assert summary["resources"]["valid"], why
     assert not summary["unexpected_exits"], why
     assert summary["valid"], why
