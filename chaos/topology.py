@@ -25,7 +25,7 @@ import anyio.abc
 import httpx
 
 from chaos.proxy import PartitionProxy
-from chatsys.runtime.children import free_port, spawn, terminate
+from chatsys.runtime.children import free_port, port_open, redis_pong, spawn, terminate
 
 log = logging.getLogger("chaos.topology")
 READY_TIMEOUT = 60.0
@@ -250,23 +250,3 @@ def kill_all() -> None:
             for signum in (signal.SIGCONT, signal.SIGKILL):
                 with suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signum)
-
-
-async def port_open(port: int) -> bool:
-    try:
-        stream = await anyio.connect_tcp("127.0.0.1", port)
-    except OSError:
-        return False
-    await stream.aclose()
-    return True
-
-
-async def redis_pong(port: int) -> bool:
-    """A PING answered with PONG (a bound port alone may still be loading the AOF)."""
-    try:
-        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            await stream.send(b"PING\r\n")
-            with anyio.fail_after(2):
-                return (await stream.receive()).startswith(b"+PONG")
-    except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError):
-        return False

@@ -21,7 +21,7 @@ import anyio
 import anyio.abc
 import httpx
 
-from chatsys.runtime.children import free_port, spawn, terminate
+from chatsys.runtime.children import free_port, port_open, redis_pong, spawn, terminate
 
 log = logging.getLogger("chatsys.lab")
 READY_TIMEOUT = 60.0
@@ -124,7 +124,7 @@ class Topology:
             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir)], port)
         await self._spawn(member)
         with anyio.fail_after(READY_TIMEOUT):
-            while not await _redis_pong(port):
+            while not await redis_pong(port):
                 self._check_alive(member)
                 await anyio.sleep(0.1)
         return f"redis://127.0.0.1:{port}/0"
@@ -159,7 +159,7 @@ class Topology:
                             self._check_alive(member)
                             with suppress(httpx.HTTPError):
                                 if (await client.get(url)).status_code == 200 and (
-                                        path or await _port_open(member.port)):
+                                        path or await port_open(member.port)):
                                     break
                             await anyio.sleep(0.1)
             except TimeoutError:
@@ -181,22 +181,3 @@ class Topology:
                         codes[member.name] = await terminate(member.name, member.proc, GRACE,
                                                              whole_group=True)
         return codes
-
-
-async def _port_open(port: int) -> bool:
-    try:
-        stream = await anyio.connect_tcp("127.0.0.1", port)
-    except OSError:
-        return False
-    await stream.aclose()
-    return True
-
-
-async def _redis_pong(port: int) -> bool:
-    try:
-        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            await stream.send(b"PING\r\n")
-            with anyio.fail_after(2):
-                return (await stream.receive()).startswith(b"+PONG")
-    except (OSError, TimeoutError, anyio.EndOfStream):
-        return False

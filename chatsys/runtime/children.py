@@ -52,6 +52,27 @@ async def watch(name: str, proc: anyio.abc.Process, died: anyio.Event,
         died.set()
 
 
+async def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Something accepts connections on ``host:port`` (a child that has started listening)."""
+    try:
+        stream = await anyio.connect_tcp(host, port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
+
+
+async def redis_pong(port: int, host: str = "127.0.0.1") -> bool:
+    """A PING answered with PONG: a bound port alone may still be loading the AOF."""
+    try:
+        async with await anyio.connect_tcp(host, port) as stream:
+            await stream.send(b"PING\r\n")
+            with anyio.fail_after(2):
+                return (await stream.receive()).startswith(b"+PONG")
+    except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError):
+        return False
+
+
 async def wait_any(*events: anyio.Event) -> None:
     async with anyio.create_task_group() as tg:
         async def until(event: anyio.Event) -> None:
