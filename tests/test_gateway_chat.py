@@ -234,6 +234,25 @@ async def test_repeated_garbage_closes_1008(system: System,
     assert alice.ws.close_code == 1008
 
 
+async def test_texts_over_the_limit_are_refused_not_garbage(
+        system: System, request: pytest.FixtureRequest) -> None:
+    """A well-formed text over --max-text-chars (100 here) is refused with too_large every
+    time and never counts towards the garbage limit (6 here): the socket stays open."""
+    alice = await ChatClient.connect(system.port, "alice", room_name(request))
+    refs = [await alice.send_text("x" * 101) for _ in range(3 * 6)]
+    for ref in refs:
+        frame = await alice.ack_or_error(ref)
+        assert (frame["type"], frame["code"]) == ("error", "too_large"), frame
+    # A run of garbage is counted afresh after a well-formed frame, too long or not.
+    for _ in range(5):
+        await alice.send("garbage")
+    await alice.send_text("y" * 101)
+    await alice.send({"type": "ping", "ref": "alive"})
+    await alice.wait_for(lambda f: f["type"] == "pong")
+    assert alice.ws.close_code is None
+    await alice.close()
+
+
 @pytest.mark.parametrize("query", [
     "user=&room=lobby", "user=%20%20&room=lobby", "user=" + "a" * 33 + "&room=lobby",
     "user=al%3Cscript%3E&room=lobby", "user=alice&room=", "user=alice&room=no%20spaces",

@@ -28,7 +28,7 @@ from prometheus_client import Counter, Histogram
 from quart import Blueprint, Response, current_app, websocket
 
 from chatsys import validation
-from chatsys.errors import ChatError, Internal, NotFound, RateLimited, Unavailable
+from chatsys.errors import BadRequest, ChatError, Internal, NotFound, RateLimited, Unavailable
 from chatsys.gateway import frames
 from chatsys.gateway import metrics as m
 from chatsys.gateway.asgi_fixes import SERVER_RECEIVE, SERVER_SEND
@@ -201,8 +201,10 @@ async def _read(gateway: Gateway, conn: Connection, session: Session) -> None:
         try:
             frame = frames.parse(data, max_text_chars=settings.max_text_chars)
         except frames.FrameError as exc:
-            garbage += 1
             _send_error(conn, exc.ref, exc)
+            # Only malformed frames are garbage (docs/protocol.md): a well-formed text over
+            # the length limit is refused with too_large and ends a run of bad ones.
+            garbage = garbage + 1 if exc.code == BadRequest.code else 0
             if garbage >= settings.garbage_limit:
                 conn.request_close(WS_1008_POLICY_VIOLATION, "too many bad frames")
                 return
