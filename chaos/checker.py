@@ -3,7 +3,8 @@
 Messages, per member, against the ledger of acknowledged ids of its room:
 - expected: every acked id after the member's start (the newest id of its first welcome) —
   all of them for a member that stayed in the room to the end; up to the newest id it saw for
-  one that left (ids sort in room order, so an acked id below that it never got is a hole);
+  one that left (ids sort in room order, so an acked id below that it never got is a hole),
+  and none for one that left having seen nothing;
 - lost: expected and never received; duplicated: received more than once; reordered: received
   after an id that sorts above it.
 Faults: every one healed and recovered within ``bound`` seconds.
@@ -55,10 +56,9 @@ def check_messages(members: list[Member], ledger: Ledger, t0: float) -> MessageC
         duplicated = sum(n - 1 for n in counts.values() if n > 1)
         reordered = sum(1 for a, b in itertools.pairwise(received) if b < a)
         acked = ledger.acked.get(member.room, {})
-        upper = member.cursor if member.leaving else None
         expected = {i for i in acked
                     if (member.start is None or i > member.start)
-                    and (upper is None or i <= upper)}
+                    and _owed_to_leaver(member, i)}
         missing = sorted(expected - counts.keys())
         result.deliveries_expected += len(expected)
         result.lost += len(missing)
@@ -74,6 +74,16 @@ def check_messages(members: list[Member], ledger: Ledger, t0: float) -> MessageC
     result.lost_everywhere = sum(1 for room, ids in ledger.acked.items() for i in ids
                                  if (room, i) not in seen_anywhere)
     return result
+
+
+def _owed_to_leaver(member: Member, message_id: str) -> bool:
+    """A member still in its room is owed every id; one that left, only ids up to the newest it
+    saw (ids sort in room order, so one below that it never got is a hole). One that left
+    having seen nothing is owed nothing: it may have gone before anything was sent."""
+    if not member.leaving:
+        return True
+    cursor = member.cursor
+    return cursor is not None and message_id <= cursor
 
 
 def check_faults(records: list[FaultRecord], bound: float) -> list[str]:
