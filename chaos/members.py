@@ -16,6 +16,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,46 +265,40 @@ class Member:
                 self.busy = False
 
     async def say(self, ws: ClientConnection, text: str) -> None:
+        await self._op("text", self._round_trip(ws, {"type": "text", "text": text}))
+
+    async def share_file(self, ws: ClientConnection) -> None:
+        file_id = await self._op("upload", self._upload())
+        if file_id is not None:
+            await self._op("file", self._round_trip(ws, {"type": "file", "file_id": file_id}))
+
+    async def _upload(self) -> str:
+        with anyio.fail_after(self.pace.op_timeout):
+            return await upload(self.http, self._port, self.room, self._token,
+                                os.urandom(FILE_BYTES))
+
+    async def _op(self, kind: str, op: Awaitable[str]) -> str | None:
+        """One operation, counted as a success or, unless we caused it by leaving, a failure
+        with its cause; its result, or None if it failed."""
         began = time.monotonic()
         try:
-            await self._round_trip(ws, {"type": "text", "text": text})
-            self.stats.record("text", True)
+            result = await op
+        except TimeoutError:
+            self._failed(kind, "timeout", began)
+            return None
         except OpFailed as exc:
-            self._failed("text", str(exc), began)
+            self._failed(kind, str(exc), began)
+            return None
         except anyio.get_cancelled_exc_class():
-            self._failed("text", "socket lost", began)
+            self._failed(kind, "socket lost", began)
             raise
+        self.stats.record(kind, True)
+        return result
 
     def _failed(self, kind: str, why: str, began: float) -> None:
         """Count a failure, unless we caused it by leaving."""
         if not self.leaving:
             self.stats.record(kind, False, why, began)
-
-    async def share_file(self, ws: ClientConnection) -> None:
-        began = time.monotonic()
-        try:
-            with anyio.fail_after(self.pace.op_timeout):
-                file_id = await upload(self.http, self._port, self.room, self._token,
-                                       os.urandom(FILE_BYTES))
-            self.stats.record("upload", True)
-        except TimeoutError:
-            self._failed("upload", "timeout", began)
-            return
-        except OpFailed as exc:
-            self._failed("upload", str(exc), began)
-            return
-        except anyio.get_cancelled_exc_class():
-            self._failed("upload", "socket lost", began)
-            raise
-        began = time.monotonic()
-        try:
-            await self._round_trip(ws, {"type": "file", "file_id": file_id})
-            self.stats.record("file", True)
-        except OpFailed as exc:
-            self._failed("file", str(exc), began)
-        except anyio.get_cancelled_exc_class():
-            self._failed("file", "socket lost", began)
-            raise
 
     async def _round_trip(self, ws: ClientConnection, frame: dict[str, Any]) -> str:
         """Send ``frame`` and wait for its ack; the acked id goes to the ledger."""
