@@ -119,10 +119,10 @@ async def supervise(name: str, run: Run, *, policy: Policy, board: TaskBoard | N
     life; see the module docstring. Reports started once the first attempt has started.
 
     ``metric`` labels its failures when ``name`` is one of many (a room's name)."""
+    board = board or TaskBoard()  # a task no readiness depends on keeps its own
     delay = RESTART_FIRST
     first = True
-    if board is not None:
-        board.mark(name, up=False)
+    board.mark(name, up=False)
     while True:
         ended: list[BaseException | None] = []
         began = anyio.current_time()
@@ -133,17 +133,14 @@ async def supervise(name: str, run: Run, *, policy: Policy, board: TaskBoard | N
                 if not ended:  # not "exited without calling task_status.started()"
                     raise
             else:
-                if board is not None:
-                    board.mark(name, up=True)
+                board.mark(name, up=True)
                 if first:
                     first = False
                     task_status.started()
-        if board is not None:
-            board.mark(name, up=False)
+        board.mark(name, up=False)
         outcome = ended[0] if ended else None
         if outcome is None and expected_end():
-            if board is not None:
-                board.mark(name, up=True)  # done, as it should be: not a reason to be unready
+            board.mark(name, up=True)  # done, as it should be: not a reason to be unready
             return
         FAILURES.labels(metric or name).inc()
         if outcome is None:
