@@ -18,6 +18,8 @@ from playwright.sync_api import Browser, Route, expect
 from tests.browser_support import ChatPage, chromium
 from tests.gateway_support import SERVERS, System, start_gateway, start_system
 
+STATIC = Path(__file__).resolve().parent.parent / "chatsys" / "gateway" / "static"
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
@@ -124,8 +126,11 @@ def test_markup_in_a_message_is_only_text(browser: Browser, system: System,
         messages = page.page.get_by_role("list", name="Messages")
         assert messages.locator("script, img, b, a").count() == 0
         assert page.page.evaluate("() => window.pwned") is None
-    assert httpx.get(f"{system.gateway.base}/static/app.js").headers["content-type"].startswith(
-        "text/javascript")
+    # Every module of the page is served, with the JavaScript type module scripts require.
+    for module in STATIC.glob("*.js"):
+        served = httpx.get(f"{system.gateway.base}/static/{module.name}")
+        assert served.status_code == 200, module.name
+        assert served.headers["content-type"].startswith("text/javascript"), module.name
     for hidden in ("/static/http_api.py", "/static/index.html", "/static/"):
         assert httpx.get(f"{system.gateway.base}{hidden}").status_code == 404, hidden
 

@@ -154,7 +154,8 @@ async def metrics() -> Response:
 # every load, under a CSP that runs only this origin's script and refuses HTML sinks.
 ASSETS = {
     "index.html": "text/html; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
+    **{f"{module}.js": "text/javascript; charset=utf-8"  # ES modules need a JavaScript type
+       for module in ("main", "dom", "errors", "files", "render", "rules", "socket", "state")},
     "style.css": "text/css; charset=utf-8",
 }
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
