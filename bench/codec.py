@@ -28,7 +28,7 @@ from chatsys.stubs.chatsys.chat.v1 import (
 )
 from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
 
-BATCH = 4  # a typical AppendBatch size near the knee (A's writer batches ~5 at 2,000 msg/s)
+BATCH = 4  # a typical AppendBatch size near the knee (see docs/performance.md)
 
 
 def _time(fn: Callable[[], Any], seconds: float) -> float:

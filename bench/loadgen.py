@@ -16,9 +16,10 @@ Delivery: every acknowledged message must reach every member of its room that wa
 when the step started; ``delivered/expected`` counts receipts of acknowledged message ids.
 
 Client (``--client``): ``picows`` by default, ``websockets`` as before. The generator shares
-the machine with what it measures, and at 2,000 msg/s it spent more CPU per message than the
-``websockets`` reference server itself (390 µs against 220 with the ``websockets`` client);
-picows's per-frame callbacks cut that to about 250 µs.
+the machine with what it measures, and with the ``websockets`` client it spent more CPU per
+message than the ``websockets`` reference server itself; picows's per-frame callbacks (no task
+wake-up or queue per frame) take most of that back for the server under test (the figures:
+docs/performance.md, "Figures behind design choices").
 
 Standalone: ``python -m bench.loadgen --url ws://127.0.0.1:8080 --users 2000 --connect-rate 200
 --room-size 20 --rate 500 --seconds 5`` prints one JSON line of figures.

@@ -23,12 +23,12 @@ GC_THRESHOLDS = (50_000, 20, 100)
 def tune_gc() -> None:
     """Fewer, cheaper garbage collections for a server holding thousands of live sockets.
 
-    With CPython's default thresholds a gateway accepting 200 joins/s ran a full collection
+    With CPython's default thresholds a gateway accepting joins quickly ran a full collection
     each time its heap grew by a quarter, walking every object of every open socket while the
-    event loop stood still: connect p99 was 214 ms with a 2 ms median (2,000 users at 200/s,
-    ``python -m bench.run``). Freezing what start-up allocated and raising the thresholds
-    brought it to 15-20 ms and the mean from 12.5 to 2.8 ms, same run, same RSS; see
-    docs/performance.md. Reference cycles are still collected, only less often.
+    event loop stood still: those stalls were the tail of the connect latency. Freezing what
+    start-up allocated and raising the thresholds removed it without costing memory (the
+    figures: docs/performance.md, "Figures behind design choices"). Reference cycles are still
+    collected, only less often.
     """
     gc.collect()
     gc.freeze()
