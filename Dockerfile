@@ -1,12 +1,15 @@
 # syntax=docker/dockerfile:1
 # chatsys image: one image for P (gateway), A (users chat) and B (files); the verb picks the process.
+# The product only: .dockerignore leaves chatsys/lab out of the build context and the runtime
+# installs no extra, so neither the lab's code nor its tools (matplotlib, psutil, Locust) are in
+# it; `chatsys lab` there says so. The loadtest stage adds Locust (the `load` extra), not the lab.
 #   docker build -t chatsys:0.1.0 .                                # runtime (default target)
 #   docker build --target loadtest -t chatsys-loadtest:0.1.0 .    # + Locust, for components/loadtest
 # Kubernetes manifests refer to the names "chatsys" and "chatsys-loadtest"; the real registry/tag is
 # set once, in kustomize `images:` (kustomize/base and kustomize/components/loadtest).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- build: wheels for the package and every dependency (compilers, if any, stay in this stage) --
+# --- build: wheels for the package, its dependencies and the load extra (compilers stay here) ---
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -14,7 +17,7 @@ COPY pyproject.toml README.md ./
 COPY chatsys ./chatsys
 RUN pip wheel --wheel-dir /wheels ".[load]"
 
-# --- runtime: slim Python, the package installed from wheels, nothing else ------------------------
+# --- runtime: slim Python, the package installed from wheels without extras, nothing else ---------
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 CHATSYS_DATA_DIR=/data CHATSYS_LOG_FORMAT=json

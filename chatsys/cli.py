@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.util import find_spec
 
 from chatsys.runtime import logs
 from chatsys.runtime.settings import GRPC_VERBS, Settings, SettingsError, add_arguments, load
@@ -15,8 +16,9 @@ VERBS = {
     "chat": "A: ChatService (room history and fan-out); combine with 'users'",
     "files": "B: FileService (durable uploads)",
     "all": "P, A and B as separate processes on this machine",
-    "lab": "the performance lab: 'lab run SCENARIO --out DIR', 'lab report DIR...'",
+    "lab": "the performance lab, an extra: 'lab run SCENARIO --out DIR', 'lab report DIR...'",
 }
+LAB_HINT = "pip install 'chatsys[lab]'"
 USAGE = "chatsys {gateway | users [chat] | chat | files [...] | all | lab} [flags]"
 
 
@@ -62,13 +64,28 @@ def parse(argv: Sequence[str]) -> Settings:
         parser.error(str(exc))
 
 
+def run_lab(argv: Sequence[str]) -> int:
+    """The lab has subcommands and flags of its own, not a process's Settings. It is an extra:
+    imported only here, and refused with the install line when its dependencies are missing."""
+    if find_spec("chatsys.lab") is None:  # an install that leaves its code out: the image
+        missing = ["chatsys.lab"]
+    else:
+        from chatsys.lab import missing_requirements
+
+        missing = missing_requirements()
+    if missing:
+        print(f"chatsys lab: the lab is an extra and this installation lacks {', '.join(missing)}:"
+              f" {LAB_HINT} (from a source checkout: pip install '.[lab]')", file=sys.stderr)
+        return 1
+    from chatsys.lab.cli import main as lab_main
+
+    return lab_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] == "lab":
-        # The lab has subcommands and flags of its own, not a process's Settings.
-        from chatsys.lab.cli import main as lab_main
-
-        raise SystemExit(lab_main(args[1:]))
+        raise SystemExit(run_lab(args[1:]))
     settings = parse(args)
     component = "+".join(settings.verbs)
     logs.configure(settings.log_level, settings.log_format, component)

@@ -1,5 +1,6 @@
 """The Dockerfile, checked offline (no Docker engine here): what it copies exists, it installs
-the package, it runs as a non-root user, and its entrypoint runs a real chatsys verb."""
+the package without the lab, it runs as a non-root user, and its entrypoint runs a real chatsys
+verb."""
 
 from __future__ import annotations
 
@@ -114,3 +115,36 @@ def test_loadtest_stage_runs_locust() -> None:
     runs = " ".join(arg for op, arg in loadtest.instructions if op == "RUN")
     assert "chatsys[load]" in runs
     assert loadtest.last("USER").split(":")[0] != "0"
+
+
+def test_the_image_is_the_product_without_the_lab() -> None:
+    """The build context leaves chatsys/lab out, and the runtime installs no extra (the lab's
+    tools come only with the `lab` extra, never in the image).
+
+    .dockerignore is read with Docker's rule: the last pattern that matches a path decides,
+    and a pattern that matches a directory matches everything under it."""
+    stages = {s.name: s for s in _stages()}
+    for stage in (stages["runtime"], _stages()[-1]):
+        runs = " ".join(arg for op, arg in stage.instructions if op == "RUN")
+        assert re.search(r"pip install [^&]*\bchatsys(\s|$)", runs), "no extra in the runtime"
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    def ignored(relative: str) -> bool:
+        parts = relative.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        verdict = False
+        for pattern in patterns:
+            exclude = not pattern.startswith("!")
+            regex = re.escape(pattern.lstrip("!").rstrip("/"))
+            regex = regex.replace(r"\*\*/", "(?:.*/)?").replace(r"\*", "[^/]*")
+            if any(re.fullmatch(regex, prefix) for prefix in prefixes):
+                verdict = exclude
+        return verdict
+
+    assert ignored("chatsys/lab/plots.py") and ignored("chatsys/lab/__init__.py")
+    assert ignored("bench/run.py") and ignored("locustfiles/chat.py")
+    for kept in ("pyproject.toml", "README.md", "chatsys/cli.py", "chatsys/gateway/app.py",
+                 "chatsys/gateway/static/index.html"):
+        assert (ROOT / kept).exists(), kept
+        assert not ignored(kept), kept

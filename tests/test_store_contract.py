@@ -8,7 +8,7 @@ an emptied database of its own.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
@@ -16,7 +16,7 @@ import pytest
 
 from chatsys.chat.store import MessageStore, open_message_store, order_key
 from chatsys.runtime.settings import Settings
-from chatsys.runtime.storage import StoreConfigError, backend_for
+from chatsys.runtime.storage import StoreConfigError, backend_for, by_backend
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import FileRef, Message
 from chatsys.users.store import SessionRecord, SessionStore, open_session_store
 from tests.redis_support import RedisServer, flush_db
@@ -180,6 +180,21 @@ def test_factory_rejects_unknown_urls() -> None:
             backend_for(bad)
     with pytest.raises(StoreConfigError, match="expected sqlite"):
         backend_for("postgres://x")
+
+
+def test_the_one_switch_calls_only_the_chosen_opener() -> None:
+    called: list[str] = []
+
+    def opener(name: str) -> Callable[[], str]:
+        return lambda: called.append(name) or name
+
+    assert by_backend("sqlite:////tmp/x.db", sqlite=opener("sqlite"), redis=opener("redis")) \
+        == "sqlite"
+    assert by_backend("redis://h:6379/0", sqlite=opener("sqlite"), redis=opener("redis")) \
+        == "redis"
+    with pytest.raises(StoreConfigError):
+        by_backend("postgres://x", sqlite=opener("sqlite"), redis=opener("redis"))
+    assert called == ["sqlite", "redis"]
 
 
 def test_redis_ids_round_trip() -> None:

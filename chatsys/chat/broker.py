@@ -19,7 +19,7 @@ from prometheus_client import Counter
 
 from chatsys.chat.hub import Hub, Subscription
 from chatsys.runtime.settings import Settings
-from chatsys.runtime.storage import backend_for
+from chatsys.runtime.storage import by_backend
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message, Presence, RoomEvent
 
 DELIVERIES = Counter("chatsys_hub_deliveries_total", "Events queued for subscribers by the hub.")
@@ -66,11 +66,14 @@ class LocalBroker:
 
 
 async def open_broker(settings: Settings, hub: Hub) -> Broker:
-    backend = backend_for(settings.store_url)
-    if backend == "sqlite":
+    url = settings.store_url
+
+    async def sqlite() -> Broker:
         return LocalBroker(hub)
-    if backend == "redis":
+
+    async def redis() -> Broker:
         from chatsys.chat.redis_broker import RedisBroker
 
-        return await RedisBroker.open(settings.store_url, hub)
-    raise AssertionError(backend)
+        return await RedisBroker.open(url, hub)
+
+    return await by_backend(url, sqlite=sqlite, redis=redis)

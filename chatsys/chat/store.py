@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from chatsys.runtime.settings import Settings
-from chatsys.runtime.storage import backend_for
+from chatsys.runtime.storage import by_backend
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message
 
 RETENTION = 10_000
@@ -60,13 +60,15 @@ class MessageStore(Protocol):
 
 async def open_message_store(settings: Settings, *, retention: int = RETENTION) -> MessageStore:
     url = settings.store_url
-    backend = backend_for(url)
-    if backend == "sqlite":
+
+    async def sqlite() -> MessageStore:
         from chatsys.chat.sqlite_store import SqliteMessageStore
 
         return await SqliteMessageStore.open(url, retention=retention)
-    if backend == "redis":
+
+    async def redis() -> MessageStore:
         from chatsys.chat.redis_store import RedisMessageStore
 
         return await RedisMessageStore.open(url, retention=retention)
-    raise AssertionError(backend)
+
+    return await by_backend(url, sqlite=sqlite, redis=redis)

@@ -1,8 +1,9 @@
 """One typed settings object per process, built once from flags and ``CHATSYS_*`` variables.
 
-Every option is declared once in :data:`OPTIONS`: its flag, type, default, help and the verbs
-that take it. The same table builds each verb's ``argparse`` parser and reads the environment,
-so a flag and its variable can never drift apart. A flag given on the command line wins over
+Every option is declared once, as a field of :class:`Settings` made by :func:`option`: its
+type, parser, default, help and the verbs that take it. :data:`OPTIONS` reads that table back;
+it builds each verb's ``argparse`` parser and reads the environment, so a flag, its variable and
+the dataclass can never drift apart. A flag given on the command line wins over
 the variable; nothing reads ``os.environ`` after :func:`load`.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,30 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 
 @dataclass(frozen=True)
+class PerVerb:
+    """A default that depends on the verbs the process runs (its ports)."""
+
+    pick: Callable[[Sequence[str]], Any]
+
+
+def _default_port(verbs: Sequence[str]) -> int:
+    if set(verbs) & GATEWAY_VERBS:
+        return 8080
+    return 50051 if set(verbs) & A_VERBS else 50052
+
+
+def _default_metrics_port(verbs: Sequence[str]) -> int:
+    return 9100 if set(verbs) & A_VERBS else 9101
+
+
+DEFAULT_VERBS = ("gateway",)
+
+
+@dataclass(frozen=True)
 class Option:
     name: str
     parse: Callable[[str], Any]
-    default: Any
+    default: Any  # a value, or a PerVerb
     help: str
     verbs: frozenset[str]
     metavar: str | None = None
@@ -84,98 +105,92 @@ class Option:
         return "CHATSYS_" + self.name.upper()
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("host", str, "0.0.0.0", "listen address", EVERY_VERB),
-    Option("port", _port, None,
-           "listen port: HTTP for gateway/all (8080), gRPC for users/chat (50051), files (50052)",
-           EVERY_VERB),
-    Option("metrics_port", _port, None,
-           "Prometheus exposition port (9100 for A, 9101 for B; 0 picks a free one)", GRPC_VERBS),
-    Option("data_dir", Path, Path("chatsys-data"), "where the embedded store and files live",
-           GRPC_VERBS | {"all"}),
-    Option("store", str, "",
-           "A's store: sqlite:///path (default: under --data-dir), or redis://host:port/db "
-           "for N stateless replicas of A", A_VERBS | {"all"}),
-    Option("users_addr", str, "127.0.0.1:50051",
-           "UserService: host:port[,host:port...] or dns:///name:port", {"gateway"}),
-    Option("chat_addr", str, "127.0.0.1:50051",
-           "ChatService: host:port[,host:port...] or dns:///name:port", {"gateway"}),
-    Option("files_addr", str, "127.0.0.1:50052",
-           "FileService: host:port[,host:port...] or dns:///name:port", {"gateway"}),
-    Option("log_level", _choice(*LOG_LEVELS), "info", "log level", EVERY_VERB),
-    Option("log_format", _choice("text", "json"), "text", "log format", EVERY_VERB),
-    Option("server", _choice("granian", "hypercorn"), "granian", "HTTP server for the gateway",
-           GATEWAY_VERBS),
-    Option("workers", _positive_int, 1, "gateway processes sharing the port", GATEWAY_VERBS),
-    Option("max_text_chars", _positive_int, 4000, "longest text message, in characters",
-           GATEWAY_VERBS | A_VERBS),
-    Option("max_frame_bytes", _positive_int, 64 * 1024, "largest WebSocket frame (close 1009)",
-           GATEWAY_VERBS),
-    Option("max_file_bytes", _positive_int, 10 * 1024 * 1024, "largest upload (413)",
-           GATEWAY_VERBS | B_VERBS),
-    Option("rate_limit", _positive_float, 20.0, "messages per second per connection",
-           GATEWAY_VERBS),
-    Option("rate_burst", _positive_int, 40, "burst allowance of the per-connection rate limit",
-           GATEWAY_VERBS),
-    Option("send_queue", _positive_int, 1024,
-           "frames queued for one connection before it is closed as a slow consumer (1013)",
-           GATEWAY_VERBS),
-    Option("max_connections", _positive_int, 20000, "WebSocket connections per gateway (503)",
-           GATEWAY_VERBS),
-    Option("garbage_limit", _positive_int, 20,
-           "bad frames in a row before a connection is closed (1008)", GATEWAY_VERBS),
-    Option("history_limit", _positive_int, 50, "messages in a welcome without since",
-           GATEWAY_VERBS | A_VERBS),
-    Option("grpc_timeout", _positive_float, 5.0, "deadline of every gRPC call, seconds",
-           GATEWAY_VERBS),
-    Option("grpc_keepalive", _non_negative_float, 10.0,
-           "seconds between HTTP/2 pings to each A/B endpoint; one unanswered for as long "
-           "drops the connection, so a silently dead replica is left (0: off)", GATEWAY_VERBS),
-    Option("session_ttl", _positive_float, 86400.0, "how long a session token stays valid, s",
-           A_VERBS),
-    Option("auth_secret", str, "",
-           "HMAC key (16+ chars) for signed tokens any gateway verifies alone; prefer the env var",
-           A_VERBS | {"gateway"}),
-    Option("drain_timeout", _non_negative_float, 2.0,
-           "on shutdown, seconds between readiness turning false and sockets closing", EVERY_VERB),
-    Option("shutdown_grace", _positive_float, 10.0,
-           "hard limit on a graceful shutdown, seconds", EVERY_VERB),
-)
+def option(parse: Callable[[str], Any], default: Any, help: str, verbs: Iterable[str], *,
+           metavar: str | None = None, secret: bool = False) -> Any:
+    """A :class:`Settings` field that is also a flag and a variable: one row of the table.
+
+    The field name is the option's name; ``default`` is the field's default too (for a
+    :class:`PerVerb`, the one of :data:`DEFAULT_VERBS`), so it is written here only.
+    """
+    value = default.pick(DEFAULT_VERBS) if isinstance(default, PerVerb) else default
+    row = (parse, default, help, frozenset(verbs), metavar)
+    return field(default=value, repr=not secret, metadata={"option": row})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a process is configured with. Built by :func:`load`, passed explicitly."""
+    """Everything a process is configured with. Built by :func:`load`, passed explicitly.
 
-    verbs: tuple[str, ...] = ("gateway",)
-    host: str = "0.0.0.0"
-    port: int = 8080
-    metrics_port: int = 9100
-    data_dir: Path = Path("chatsys-data")
-    store: str = ""
-    users_addr: str = "127.0.0.1:50051"
-    chat_addr: str = "127.0.0.1:50051"
-    files_addr: str = "127.0.0.1:50052"
-    log_level: str = "info"
-    log_format: str = "text"
-    server: str = "granian"
-    workers: int = 1
-    max_text_chars: int = 4000
-    max_frame_bytes: int = 64 * 1024
-    max_file_bytes: int = 10 * 1024 * 1024
-    rate_limit: float = 20.0
-    rate_burst: int = 40
-    send_queue: int = 1024
-    max_connections: int = 20000
-    garbage_limit: int = 20
-    history_limit: int = 50
-    grpc_timeout: float = 5.0
-    grpc_keepalive: float = 10.0
-    session_ttl: float = 86400.0
-    auth_secret: str = field(default="", repr=False)
-    drain_timeout: float = 2.0
-    shutdown_grace: float = 10.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    Each field below ``verbs`` is one option: ``option(parse, default, help, verbs)``.
+    """
+
+    verbs: tuple[str, ...] = DEFAULT_VERBS
+    host: str = option(str, "0.0.0.0", "listen address", EVERY_VERB)
+    port: int = option(
+        _port, PerVerb(_default_port),
+        "listen port: HTTP for gateway/all (8080), gRPC for users/chat (50051), files (50052)",
+        EVERY_VERB)
+    metrics_port: int = option(
+        _port, PerVerb(_default_metrics_port),
+        "Prometheus exposition port (9100 for A, 9101 for B; 0 picks a free one)", GRPC_VERBS)
+    data_dir: Path = option(Path, Path("chatsys-data"), "where the embedded store and files live",
+                            GRPC_VERBS | {"all"})
+    store: str = option(
+        str, "",
+        "A's store: sqlite:///path (default: under --data-dir), or redis://host:port/db "
+        "for N stateless replicas of A", A_VERBS | {"all"})
+    users_addr: str = option(str, "127.0.0.1:50051",
+                             "UserService: host:port[,host:port...] or dns:///name:port",
+                             {"gateway"})
+    chat_addr: str = option(str, "127.0.0.1:50051",
+                            "ChatService: host:port[,host:port...] or dns:///name:port",
+                            {"gateway"})
+    files_addr: str = option(str, "127.0.0.1:50052",
+                             "FileService: host:port[,host:port...] or dns:///name:port",
+                             {"gateway"})
+    log_level: str = option(_choice(*LOG_LEVELS), "info", "log level", EVERY_VERB)
+    log_format: str = option(_choice("text", "json"), "text", "log format", EVERY_VERB)
+    server: str = option(_choice("granian", "hypercorn"), "granian",
+                         "HTTP server for the gateway", GATEWAY_VERBS)
+    workers: int = option(_positive_int, 1, "gateway processes sharing the port", GATEWAY_VERBS)
+    max_text_chars: int = option(_positive_int, 4000, "longest text message, in characters",
+                                 GATEWAY_VERBS | A_VERBS)
+    max_frame_bytes: int = option(_positive_int, 64 * 1024,
+                                  "largest WebSocket frame (close 1009)", GATEWAY_VERBS)
+    max_file_bytes: int = option(_positive_int, 10 * 1024 * 1024, "largest upload (413)",
+                                 GATEWAY_VERBS | B_VERBS)
+    rate_limit: float = option(_positive_float, 20.0, "messages per second per connection",
+                               GATEWAY_VERBS)
+    rate_burst: int = option(_positive_int, 40,
+                             "burst allowance of the per-connection rate limit", GATEWAY_VERBS)
+    send_queue: int = option(
+        _positive_int, 1024,
+        "frames queued for one connection before it is closed as a slow consumer (1013)",
+        GATEWAY_VERBS)
+    max_connections: int = option(_positive_int, 20000,
+                                  "WebSocket connections per gateway (503)", GATEWAY_VERBS)
+    garbage_limit: int = option(_positive_int, 20,
+                                "bad frames in a row before a connection is closed (1008)",
+                                GATEWAY_VERBS)
+    history_limit: int = option(_positive_int, 50, "messages in a welcome without since",
+                                GATEWAY_VERBS | A_VERBS)
+    grpc_timeout: float = option(_positive_float, 5.0, "deadline of every gRPC call, seconds",
+                                 GATEWAY_VERBS)
+    grpc_keepalive: float = option(
+        _non_negative_float, 10.0,
+        "seconds between HTTP/2 pings to each A/B endpoint; one unanswered for as long "
+        "drops the connection, so a silently dead replica is left (0: off)", GATEWAY_VERBS)
+    session_ttl: float = option(_positive_float, 86400.0,
+                                "how long a session token stays valid, s", A_VERBS)
+    auth_secret: str = option(
+        str, "",
+        "HMAC key (16+ chars) for signed tokens any gateway verifies alone; prefer the env var",
+        A_VERBS | {"gateway"}, secret=True)
+    drain_timeout: float = option(
+        _non_negative_float, 2.0,
+        "on shutdown, seconds between readiness turning false and sockets closing", EVERY_VERB)
+    shutdown_grace: float = option(_positive_float, 10.0,
+                                   "hard limit on a graceful shutdown, seconds", EVERY_VERB)
 
     @property
     def store_url(self) -> str:
@@ -185,14 +200,9 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _default_port(verbs: Sequence[str]) -> int:
-    if set(verbs) & GATEWAY_VERBS:
-        return 8080
-    return 50051 if set(verbs) & A_VERBS else 50052
-
-
-def _default_metrics_port(verbs: Sequence[str]) -> int:
-    return 9100 if set(verbs) & A_VERBS else 9101
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(f.name, *f.metadata["option"]) for f in dataclasses.fields(Settings)
+    if "option" in f.metadata)
 
 
 def options_for(verbs: Sequence[str]) -> list[Option]:
@@ -202,7 +212,7 @@ def options_for(verbs: Sequence[str]) -> list[Option]:
 def add_arguments(parser: argparse.ArgumentParser, verbs: Sequence[str]) -> None:
     """Declare each option as a flag whose absence is visible (default None)."""
     for opt in options_for(verbs):
-        default = opt.default if opt.default is not None else "per verb"
+        default = "per verb" if isinstance(opt.default, PerVerb) else opt.default
         parser.add_argument(
             opt.flag, dest=opt.name, default=None, metavar=opt.metavar or opt.name.upper(),
             help=f"{opt.help} [env {opt.env}; default {default}]",
@@ -220,15 +230,13 @@ def load(verbs: Sequence[str], flags: Mapping[str, str | None],
         if raw is None:
             raw, source = environ.get(opt.env), opt.env
         if raw is None:
-            if opt.default is not None:
-                values[opt.name] = opt.default
-            continue
+            if isinstance(opt.default, PerVerb):
+                values[opt.name] = opt.default.pick(verbs)
+            continue  # the field's default
         try:
             values[opt.name] = opt.parse(raw)
         except ValueError as exc:
             raise SettingsError(f"{source}={raw!r}: {exc}") from None
-    values.setdefault("port", _default_port(verbs))
-    values.setdefault("metrics_port", _default_metrics_port(verbs))
     settings = Settings(**values)
     _check(settings)
     return settings

@@ -1,21 +1,24 @@
 """Choosing a storage backend from ``--store``: the one place that knows the URL schemes.
 
-Every store Protocol of A has one factory (``open_session_store``, ``open_message_store``) that
-calls :func:`backend_for`; an unknown or malformed URL stops the process at startup with a
-clear message instead of failing on the first request. Redis clients are built here too, so
+Every store Protocol of A has one factory (``open_session_store``, ``open_message_store``,
+``open_broker``) that hands one opener per backend to :func:`by_backend`, the only switch over
+the backends; an unknown or malformed URL stops the process at startup with a clear message
+instead of failing on the first request. Redis clients are built here too, so
 every Redis-backed store of A connects the same way (timeouts, retries, durability check).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+T = TypeVar("T")
 log = logging.getLogger("chatsys.storage")
 REDIS_TIMEOUT = 5.0  # seconds a Redis command may take before the call fails (UNAVAILABLE)
 
@@ -84,6 +87,14 @@ def backend_for(url: str) -> str:
         parse_redis_url(url)
         return "redis"
     raise StoreConfigError(f"--store={url!r}: expected sqlite:///path or redis://host:port/db")
+
+
+def by_backend(url: str, *, sqlite: Callable[[], T], redis: Callable[[], T]) -> T:
+    """Call the opener of the backend ``url`` names, and only that one: a backend's module
+    (and its client library) is imported only when it is chosen. Every factory passes one
+    opener per backend, so a new backend is a new keyword here that each of them must take."""
+    openers = {"sqlite": sqlite, "redis": redis}
+    return openers[backend_for(url)]()
 
 
 def redis_client(url: str, **overrides: Any) -> Redis:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chatsys.runtime.settings import Settings
-from chatsys.runtime.storage import backend_for
+from chatsys.runtime.storage import by_backend
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,15 @@ class SessionStore(Protocol):
 
 async def open_session_store(settings: Settings) -> SessionStore:
     url = settings.store_url
-    backend = backend_for(url)
-    if backend == "sqlite":
+
+    async def sqlite() -> SessionStore:
         from chatsys.users.sqlite_store import SqliteSessionStore
 
         return await SqliteSessionStore.open(url)
-    if backend == "redis":
+
+    async def redis() -> SessionStore:
         from chatsys.users.redis_store import RedisSessionStore
 
         return await RedisSessionStore.open(url)
-    raise AssertionError(backend)
+
+    return await by_backend(url, sqlite=sqlite, redis=redis)
