@@ -1,18 +1,26 @@
-"""chatsys.compat.grpclib: the grpclib behaviour it corrects, checked on grpclib itself.
+"""chatsys.compat.grpclib: the grpclib behaviour it corrects and the private names it relies
+on, checked on grpclib itself.
 
-If grpclib changes how its wrapper wakes a blocked task, these tests fail and the compat
-module must be revisited (see its docstring).
+If grpclib changes how its wrapper wakes a blocked task, or renames or reshapes what the compat
+module reaches into, these tests fail and the compat module must be revisited (see its
+docstring).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+from typing import ClassVar
 
 import anyio
 import grpclib
 import pytest
+from grpclib.client import Channel
 from grpclib.exceptions import StreamTerminatedError
+from grpclib.health.service import Health
+from grpclib.protocol import H2Protocol
 from grpclib.utils import Wrapper
+from h2.settings import SettingCodes
 
 from chatsys.compat import grpclib as compat
 
@@ -67,3 +75,80 @@ async def test_an_outer_cancellation_still_wins() -> None:
             except StreamTerminatedError:
                 await anyio.sleep_forever()  # the scope's cancellation comes again here
     assert outer.cancelled_caught
+
+
+# The private names chatsys.compat.grpclib reaches into, checked on a real server and channel.
+
+class _Recording(H2Protocol):
+    made: ClassVar[list[H2Protocol]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.made.append(self)
+
+
+class _ServerProtocol(_Recording):
+    made: ClassVar[list[H2Protocol]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        compat.advertise_settings(self, {SettingCodes.MAX_CONCURRENT_STREAMS: 4321})
+
+
+class _ClientProtocol(_Recording):
+    made: ClassVar[list[H2Protocol]] = []
+
+
+class _Server(compat.ProtocolServer):
+    protocol = _ServerProtocol
+
+
+class _Channel(compat.ProtocolChannel):
+    protocol = _ClientProtocol
+
+
+async def test_protocol_classes_settings_and_a_server_on_our_own_socket() -> None:
+    """Both factories make our protocol; the server still registers and closes its handlers
+    (a call is answered); advertised SETTINGS reach the client's h2 connection."""
+    from grpclib.health.v1.health_grpc import HealthStub
+    from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+
+    server = _Server([Health()])
+    sock = socket.create_server(("127.0.0.1", 0))
+    await server.start(sock=sock)
+    channel = _Channel("127.0.0.1", sock.getsockname()[1])
+    try:
+        with anyio.fail_after(5):
+            reply = await HealthStub(channel).Check(HealthCheckRequest(service=""))
+        assert reply.status == HealthCheckResponse.SERVING
+        assert len(_ServerProtocol.made) == 1 and len(_ClientProtocol.made) == 1
+        client_h2 = _ClientProtocol.made[0].connection._connection
+        assert client_h2.remote_settings.max_concurrent_streams == 4321
+    finally:
+        channel.close()
+        server.close()
+        with anyio.fail_after(5):
+            await server.wait_closed()
+
+
+async def test_keepalive_options_are_configuration_fields() -> None:
+    config = compat.keepalive_configuration(4.0)
+    assert config._keepalive_time == 4.0 and config._keepalive_timeout == 4.0
+    assert config._keepalive_permit_without_calls is True
+    assert config._http2_max_pings_without_data == 0
+    assert config._http2_min_sent_ping_interval_without_data == 2.0
+    Channel("127.0.0.1", 1, config=config).close()  # accepted by a channel
+
+
+def test_reflection_in_both_versions_over_a_given_pool() -> None:
+    from google.protobuf import descriptor_pool
+
+    services = compat.reflection_services(["grpc.health.v1.Health"],
+                                          descriptor_pool.Default())
+    routes = {route for service in services for route in service.__mapping__()}
+    assert routes == {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"}
+
+
+def test_service_name_of_a_servicer() -> None:
+    assert compat.service_name(Health()) == "grpc.health.v1.Health"
