@@ -55,8 +55,6 @@ import grpclib
 from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
-from grpclib.reflection._deprecated import ServerReflection as ServerReflectionV1Alpha
-from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 from grpclib.utils import Wrapper, _service_name
 
@@ -101,6 +99,11 @@ def keepalive_configuration(seconds: float) -> Configuration:
 
 def reflection_services(names: Collection[str], pool: Any) -> list[Any]:
     """Server reflection v1 and v1alpha for ``names``, answered from descriptor ``pool``."""
+    # Imported here, not with this module: grpcio's reflection registers the same protobuf
+    # symbols, which one process refuses twice, and every gRPC client imports this module.
+    from grpclib.reflection._deprecated import ServerReflection as ServerReflectionV1Alpha
+    from grpclib.reflection.service import ServerReflection
+
     return [ServerReflection(_service_names=names, _pool=pool),
             ServerReflectionV1Alpha(_service_names=names, _pool=pool)]
 

@@ -8,8 +8,10 @@ docstring).
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import socket
+from pathlib import Path
 from typing import ClassVar
 
 import anyio
@@ -17,12 +19,14 @@ import grpclib
 import pytest
 from grpclib.client import Channel
 from grpclib.exceptions import StreamTerminatedError
-from grpclib.health.service import Health
 from grpclib.protocol import H2Protocol
 from grpclib.utils import Wrapper
 from h2.settings import SettingCodes
 
+from chatsys.chat import wire
 from chatsys.compat import grpclib as compat
+from chatsys.stubs.chatsys.chat.v1 import ChatServiceBase, HistoryRequest, HistoryResponse
+from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
 
 pytestmark = pytest.mark.anyio
 
@@ -107,20 +111,22 @@ class _Channel(compat.ProtocolChannel):
     protocol = _ClientProtocol
 
 
+class _Chat(ChatServiceBase):
+    async def history(self, message: HistoryRequest) -> HistoryResponse:
+        return HistoryResponse()
+
+
 async def test_protocol_classes_settings_and_a_server_on_our_own_socket() -> None:
     """Both factories make our protocol; the server still registers and closes its handlers
     (a call is answered); advertised SETTINGS reach the client's h2 connection."""
-    from grpclib.health.v1.health_grpc import HealthStub
-    from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
-
-    server = _Server([Health()])
+    server = _Server([_Chat()])
     sock = socket.create_server(("127.0.0.1", 0))
     await server.start(sock=sock)
     channel = _Channel("127.0.0.1", sock.getsockname()[1])
     try:
         with anyio.fail_after(5):
-            reply = await HealthStub(channel).Check(HealthCheckRequest(service=""))
-        assert reply.status == HealthCheckResponse.SERVING
+            reply = await wire.HISTORY.call(channel, pb.HistoryRequest(room="r"), seconds=5)
+        assert list(reply.messages) == []
         assert len(_ServerProtocol.made) == 1 and len(_ClientProtocol.made) == 1
         client_h2 = _ClientProtocol.made[0].connection._connection
         assert client_h2.remote_settings.max_concurrent_streams == 4321
@@ -140,15 +146,20 @@ async def test_keepalive_options_are_configuration_fields() -> None:
     Channel("127.0.0.1", 1, config=config).close()  # accepted by a channel
 
 
-def test_reflection_in_both_versions_over_a_given_pool() -> None:
-    from google.protobuf import descriptor_pool
-
-    services = compat.reflection_services(["grpc.health.v1.Health"],
-                                          descriptor_pool.Default())
-    routes = {route for service in services for route in service.__mapping__()}
-    assert routes == {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-                      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"}
+def test_reflection_in_both_versions_takes_names_and_a_pool() -> None:
+    """Read from grpclib's sources, not imported: its reflection messages cannot share a process
+    with grpcio's, which tests/test_grpc_health_reflection.py uses (that test also checks both
+    versions end to end, against a real server)."""
+    package = Path(grpclib.__file__).parent / "reflection"
+    for module in ("service.py", "_deprecated.py"):
+        tree = ast.parse((package / module).read_text())
+        classes = [node for node in tree.body
+                   if isinstance(node, ast.ClassDef) and node.name == "ServerReflection"]
+        assert len(classes) == 1, module
+        init = next(node for node in classes[0].body
+                    if isinstance(node, ast.FunctionDef) and node.name == "__init__")
+        assert [arg.arg for arg in init.args.kwonlyargs] == ["_service_names", "_pool"], module
 
 
 def test_service_name_of_a_servicer() -> None:
-    assert compat.service_name(Health()) == "grpc.health.v1.Health"
+    assert compat.service_name(_Chat()) == "chatsys.chat.v1.ChatService"

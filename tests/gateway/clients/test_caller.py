@@ -10,12 +10,14 @@ import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
-from grpclib.health.service import Health
 from grpclib.server import Server
 
+from chatsys.chat import wire
 from chatsys.errors import Internal, NotFound, Unavailable
 from chatsys.gateway.clients.caller import Caller, Retry
 from chatsys.runtime.grpc_clients import ChannelPool, Target, parse_target
+from chatsys.stubs.chatsys.chat.v1 import ChatServiceBase, HistoryRequest, HistoryResponse, Message
+from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
 from tests.support import free_port
 
 pytestmark = pytest.mark.anyio
@@ -26,10 +28,17 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+class _Chat(ChatServiceBase):
+    """A ChatService whose History always holds one message."""
+
+    async def history(self, message: HistoryRequest) -> HistoryResponse:
+        return HistoryResponse(messages=[Message(id="1", room=message.room)])
+
+
 @pytest.fixture
 async def live_port() -> AsyncIterator[int]:
-    """A real grpclib server (health only): its port answers, whatever is called on it."""
-    server = Server([Health()])
+    """A real grpclib server answering History."""
+    server = Server([_Chat()])
     sock = socket.create_server(("127.0.0.1", 0))
     await server.start(sock=sock)
     try:
@@ -44,12 +53,9 @@ def _caller(*ports: int) -> Caller:
     return Caller(ChannelPool(target, service="test"), timeout=5.0)
 
 
-async def _check(channel: Channel, seconds: float) -> int:
-    from grpclib.health.v1.health_grpc import HealthStub
-    from grpclib.health.v1.health_pb2 import HealthCheckRequest
-
-    reply = await HealthStub(channel).Check(HealthCheckRequest(service=""), timeout=seconds)
-    return reply.status
+async def _history(channel: Channel, seconds: float) -> int:
+    reply = await wire.HISTORY.call(channel, pb.HistoryRequest(room="r"), seconds=seconds)
+    return len(reply.messages)
 
 
 @pytest.mark.parametrize("retry", [Retry.UNSENT, Retry.BROKEN])
@@ -59,7 +65,7 @@ async def test_a_refused_connection_moves_any_call_to_another_endpoint(
     caller = _caller(dead, live_port)
     try:
         for _ in range(4):  # whichever endpoint the rotation starts with
-            assert await caller.call("Check", _check, retry=retry) == 1  # SERVING
+            assert await caller.call("History", _history, retry=retry) == 1
         assert caller.pool.pick(avoid=[("127.0.0.1", live_port)])[0] == ("127.0.0.1", dead)
     finally:
         caller.pool.close()
@@ -76,7 +82,7 @@ async def test_a_status_is_its_contract_error_and_is_not_retried(live_port: int)
     caller = _caller(live_port)
     try:
         with pytest.raises(NotFound, match="no such thing"):
-            await caller.call("Check", not_found, retry=Retry.BROKEN)
+            await caller.call("History", not_found, retry=Retry.BROKEN)
         assert calls == 1
     finally:
         caller.pool.close()
@@ -85,7 +91,7 @@ async def test_a_status_is_its_contract_error_and_is_not_retried(live_port: int)
 async def test_nothing_to_call_is_unavailable() -> None:
     caller = Caller(ChannelPool(Target(dns_name="nowhere.invalid", dns_port=1)), timeout=1.0)
     with pytest.raises(Unavailable):
-        await caller.call("Check", _check, retry=Retry.BROKEN)
+        await caller.call("History", _history, retry=Retry.BROKEN)
     caller.pool.close()
 
 
