@@ -1,8 +1,10 @@
 """The contract's error codes, modelled once and mapped once per boundary.
 
-Each code of DESIGN.md is one exception type. Servicers raise them, :func:`to_grpc` turns them
-into a gRPC status at A and B, :func:`from_grpc` turns a status back into the same type in the
-gateway, and the gateway renders that type as a WebSocket error frame or an HTTP status.
+Each code of DESIGN.md is one exception type (:data:`CONTRACT_ERRORS`). Servicers raise them,
+:func:`to_grpc` turns them into a gRPC status at A and B, :func:`from_status` turns a status back
+into the same type in the gateway (:func:`from_grpc` for a failed call, whatever failed), and the
+gateway renders that type as a WebSocket error frame or an HTTP status (``http_status``, also
+read backwards by :func:`for_http_status` for the HTTP server's own refusals).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import ClassVar
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+BACKEND_DOWN = "a backend service is unavailable, try again"
 
 
 class ChatError(Exception):
@@ -74,10 +78,10 @@ class StoreFailed(Unavailable):
     """The store failed during a write (Redis or the disk went away): the write may or may not
     have been kept.
 
-    To a client this is a backend outage, ``unavailable``, as the contract names it. Between the
-    services it is not UNAVAILABLE, which promises that nothing was done and lets the gateway
-    retry on another replica: retrying here could store a message twice, so it travels as
-    ABORTED, which nothing retries.
+    To a client this is a backend outage, ``unavailable``, as the contract names it (its code is
+    Unavailable's, unchanged). Between the services it is not UNAVAILABLE, which promises that
+    nothing was done and lets the gateway retry on another replica: retrying here could store a
+    message twice, so it travels as ABORTED, which nothing retries.
     """
 
     grpc_status = Status.ABORTED
@@ -89,25 +93,44 @@ class Internal(ChatError):
     grpc_status = Status.INTERNAL
 
 
-_BY_STATUS: dict[Status, type[ChatError]] = {
-    cls.grpc_status: cls
-    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, TooLarge, RateLimited, Unavailable)
-}
+CONTRACT_ERRORS: tuple[type[ChatError], ...] = (
+    BadRequest, Unauthorized, Forbidden, NotFound, TooLarge, RateLimited, Unavailable, Internal)
+
+_BY_STATUS: dict[Status, type[ChatError]] = {cls.grpc_status: cls for cls in CONTRACT_ERRORS}
 # A deadline that passes means the dependency is too slow to answer: to the client it is down.
 _BY_STATUS[Status.DEADLINE_EXCEEDED] = Unavailable
 _BY_STATUS[Status.CANCELLED] = Unavailable
 _BY_STATUS[StoreFailed.grpc_status] = StoreFailed
+_BY_HTTP_STATUS: dict[int, type[ChatError]] = {cls.http_status: cls for cls in CONTRACT_ERRORS}
 
 
 def to_grpc(error: ChatError) -> GRPCError:
     return GRPCError(error.grpc_status, error.message)
 
 
+def from_status(status: Status | int, message: str | None = None) -> ChatError:
+    """The contract error a gRPC status stands for (a status number from a message too).
+
+    A status that says the backend is down gets one message, whatever the server said."""
+    if not isinstance(status, Status):
+        try:
+            status = Status(status)
+        except ValueError:
+            status = Status.UNKNOWN
+    cls = _BY_STATUS.get(status, Internal)
+    if cls is Unavailable:
+        return Unavailable(BACKEND_DOWN)
+    return cls(message or "")
+
+
 def from_grpc(error: GRPCError | StreamTerminatedError | OSError | TimeoutError) -> ChatError:
-    """The gateway's view of a failed call to A or B."""
+    """The gateway's view of a failed call to A or B: its status, or else a backend outage."""
     if isinstance(error, GRPCError):
-        cls = _BY_STATUS.get(error.status, Internal)
-        if cls is Unavailable:
-            return Unavailable("a backend service is unavailable, try again")
-        return cls(error.message or "")
-    return Unavailable("a backend service is unavailable, try again")
+        return from_status(error.status, error.message)
+    return Unavailable(BACKEND_DOWN)
+
+
+def for_http_status(status: int) -> type[ChatError]:
+    """The contract error of an HTTP status that the server, not chatsys, chose (a 404 for an
+    unknown route, a 405): the code with that status, else ``bad_request`` or ``internal``."""
+    return _BY_HTTP_STATUS.get(status, BadRequest if status < 500 else Internal)

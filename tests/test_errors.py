@@ -64,3 +64,25 @@ async def test_a_bug_in_a_servicer_is_internal() -> None:
     with pytest.raises(GRPCError) as info:
         await handler()
     assert info.value.status is Status.INTERNAL
+
+
+def test_from_status_takes_a_status_number_as_an_outcome_carries_it() -> None:
+    assert type(errors.from_status(Status.NOT_FOUND.value, "gone")) is errors.NotFound
+    assert errors.from_status(Status.NOT_FOUND.value, "gone").message == "gone"
+    assert type(errors.from_status(Status.ABORTED.value, "")) is errors.StoreFailed
+    assert type(errors.from_status(999, "what")) is errors.Internal
+    # Whatever the server said, a backend that is down reads the same to the client.
+    assert errors.from_status(Status.UNAVAILABLE, "queue full").message == errors.BACKEND_DOWN
+
+
+def test_one_type_per_contract_code() -> None:
+    codes = [cls.code for cls in errors.CONTRACT_ERRORS]
+    assert len(codes) == len(set(codes))
+    assert errors.StoreFailed.code == errors.Unavailable.code  # a wire status, not a new code
+
+
+@pytest.mark.parametrize(("status", "cls"), [
+    (404, errors.NotFound), (413, errors.TooLarge), (405, errors.BadRequest),
+    (408, errors.BadRequest), (500, errors.Internal), (502, errors.Internal)])
+def test_a_status_the_http_server_chose(status: int, cls: type[errors.ChatError]) -> None:
+    assert errors.for_http_status(status) is cls

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chatsys.errors import BadRequest, TooLarge
 from chatsys.gateway import frames
 
 JSON = st.recursive(
@@ -47,7 +48,8 @@ def test_limits_and_codes() -> None:
         frames.parse(json.dumps({"type": "text", "text": "x" * 101, "ref": "a"}),
                      max_text_chars=100)
     assert too_long.value.code == "too_large" and too_long.value.ref == "a"
+    assert isinstance(too_long.value, TooLarge) and not isinstance(too_long.value, BadRequest)
     with pytest.raises(frames.FrameError) as blank:
         frames.parse(json.dumps({"type": "text", "text": "   "}), max_text_chars=100)
-    assert blank.value.code == "bad_request"
+    assert blank.value.code == "bad_request" and isinstance(blank.value, BadRequest)
     assert frames.parse('{"type":"ping","ref":7}', max_text_chars=1) == frames.PingFrame("7")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from grpclib.const import Handler, Status
-from grpclib.exceptions import GRPCError
+from grpclib.const import Handler
 
 from chatsys import validation
 from chatsys.chat import wire
@@ -18,7 +17,7 @@ from chatsys.chat.batcher import Batcher
 from chatsys.chat.broker import Broker
 from chatsys.chat.hub import HubClosed, Overflowed
 from chatsys.chat.store import MAX_HISTORY, MessageStore, order_key
-from chatsys.errors import BadRequest, ChatError, TooLarge, to_grpc
+from chatsys.errors import BadRequest, ChatError, RateLimited, TooLarge, Unavailable
 from chatsys.runtime import rpc
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import (
     AppendBatchRequest,
@@ -44,10 +43,9 @@ MAX_BATCH_APPENDS = 1000
 
 
 def _fill(outcome: AppendOutcome, result: Message | ChatError) -> None:
-    if isinstance(result, ChatError):
-        status = to_grpc(result)
-        outcome.failure.status = status.status.value
-        outcome.failure.detail = status.message or ""
+    if isinstance(result, ChatError):  # as to_grpc() would carry it, in the batch's reply
+        outcome.failure.status = result.grpc_status.value
+        outcome.failure.detail = result.message
     else:
         outcome.stored.id = result.id
         outcome.stored.ts = result.ts
@@ -160,10 +158,10 @@ class ChatService:
                 try:
                     event = await sub.get()
                 except Overflowed:
-                    raise GRPCError(Status.RESOURCE_EXHAUSTED,
-                                    "subscriber fell behind; subscribe again with since") from None
+                    raise RateLimited("subscriber fell behind; subscribe again with since") \
+                        from None
                 except HubClosed:
-                    raise GRPCError(Status.UNAVAILABLE, "server is shutting down") from None
+                    raise Unavailable("server is shutting down") from None
                 if event.WhichOneof("event") == "message" \
                         and order_key(event.message.id) <= last:
                     continue

@@ -7,13 +7,11 @@ import time
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from chatsys.errors import BadRequest, ChatError, Internal, NotFound, TooLarge
+from chatsys.errors import ChatError
 from chatsys.gateway import http_api, ws
 from chatsys.gateway import metrics as m
-from chatsys.gateway.responses import error_response
+from chatsys.gateway.responses import error_response, server_error_response
 from chatsys.gateway.state import Gateway
-
-_HTTP_CODES: dict[int, type[ChatError]] = {404: NotFound, 413: TooLarge}
 
 
 def create_app(gateway: Gateway) -> Quart:
@@ -32,11 +30,7 @@ def create_app(gateway: Gateway) -> Quart:
 
     @app.errorhandler(HTTPException)
     async def on_http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        cls = _HTTP_CODES.get(status, BadRequest if status < 500 else Internal)
-        response = error_response(cls(exc.description or exc.name))
-        response.status_code = status
-        return response
+        return server_error_response(exc.code or 500, exc.description or exc.name)
 
     @app.before_request
     async def stamp() -> None:

@@ -138,10 +138,6 @@ class RoomHub:
             for member in list(room.members):
                 member.request_close(code, reason)
 
-    @property
-    def connections(self) -> int:
-        return sum(len(room.members) for room in self.rooms.values())
-
     async def _follow(self, room: Room) -> None:
         """The room's task: its supervised stream, until the room is abandoned."""
         m.SUBSCRIPTIONS.inc()

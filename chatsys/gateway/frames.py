@@ -36,14 +36,23 @@ class PingFrame:
 ClientFrame = TextFrame | FileFrame | PingFrame
 
 
-class FrameError(BadRequest):
-    """A bad frame; carries the ref when the frame had a readable one."""
+class FrameError(ChatError):
+    """A frame refused by :func:`parse`; carries the ref when the frame had a readable one.
 
-    def __init__(self, message: str, ref: str | None = None,
-                 cause: type[ChatError] = BadRequest) -> None:
+    Only its two kinds are raised, each with the code of its contract error:
+    :class:`MalformedFrame` and :class:`FrameTooLarge`."""
+
+    def __init__(self, message: str, ref: str | None = None) -> None:
         super().__init__(message)
         self.ref = ref
-        self.code = cause.code
+
+
+class MalformedFrame(FrameError, BadRequest):
+    """Not a frame of the protocol: ``bad_request``, and garbage towards the 1008 limit."""
+
+
+class FrameTooLarge(FrameError, TooLarge):
+    """A well-formed text over ``--max-text-chars``: ``too_large``, and not garbage."""
 
 
 def _ref(obj: dict[str, Any]) -> str | None:
@@ -53,39 +62,39 @@ def _ref(obj: dict[str, Any]) -> str | None:
     if isinstance(ref, (int, float)) and not isinstance(ref, bool):
         ref = str(ref)
     if not isinstance(ref, str) or len(ref) > REF_MAX:
-        raise FrameError(f"ref must be a string of at most {REF_MAX} characters")
+        raise MalformedFrame(f"ref must be a string of at most {REF_MAX} characters")
     return ref
 
 
 def parse(data: str | bytes, *, max_text_chars: int) -> ClientFrame:
-    """One client frame, or :class:`FrameError` naming what is wrong."""
+    """One client frame, or a :class:`FrameError` naming what is wrong."""
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError):
-        raise FrameError("frame is not valid JSON") from None
+        raise MalformedFrame("frame is not valid JSON") from None
     if not isinstance(obj, dict):
-        raise FrameError("frame must be a JSON object")
+        raise MalformedFrame("frame must be a JSON object")
     ref = _ref(obj)
     kind = obj.get("type")
     if kind == "text":
         text = obj.get("text")
         if not isinstance(text, str):
-            raise FrameError("text frame needs a string 'text'", ref)
+            raise MalformedFrame("text frame needs a string 'text'", ref)
         if not text.strip():
-            raise FrameError("text must not be empty", ref)
+            raise MalformedFrame("text must not be empty", ref)
         if len(text) > max_text_chars:
-            raise FrameError(f"text is longer than {max_text_chars} characters", ref, TooLarge)
+            raise FrameTooLarge(f"text is longer than {max_text_chars} characters", ref)
         return TextFrame(ref, text)
     if kind == "file":
         file_id = obj.get("file_id")
         if not isinstance(file_id, str) or not file_id or len(file_id) > FILE_ID_MAX:
-            raise FrameError("file frame needs the 'file_id' of an upload", ref)
+            raise MalformedFrame("file frame needs the 'file_id' of an upload", ref)
         return FileFrame(ref, file_id)
     if kind == "ping":
         return PingFrame(ref)
     if kind is None:
-        raise FrameError("frame needs a 'type'", ref)
-    raise FrameError(f"unknown frame type {str(kind)[:32]!r}", ref)
+        raise MalformedFrame("frame needs a 'type'", ref)
+    raise MalformedFrame(f"unknown frame type {str(kind)[:32]!r}", ref)
 
 
 # One encoder for every frame: ``json.dumps`` with non-default options builds a new

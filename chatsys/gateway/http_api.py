@@ -50,7 +50,7 @@ async def _session_from_bearer() -> Session:
         raise Unauthorized("an 'Authorization: Bearer <token>' header is required")
     if len(token) > MAX_TOKEN_CHARS:
         raise Unauthorized("invalid token")
-    return await _gateway().backends.authenticate(token.strip())
+    return await _gateway().auth.authenticate(token.strip())
 
 
 def file_json(info: FileInfo) -> dict[str, object]:
@@ -82,7 +82,7 @@ async def _store_upload(gateway: Gateway) -> FileInfo:
     part = await read_file_part(request.headers.get("Content-Type"), request.body, limit)
     meta = UploadMeta(name=part.filename, content_type=part.content_type, room=room,
                       owner=session.id, max_size=limit)
-    return await gateway.backends.upload(meta, part.chunks)
+    return await gateway.files.upload(meta, part.chunks)
 
 
 async def _discard_body(limit: int) -> None:
@@ -108,7 +108,7 @@ async def download(file_id: str) -> Response:
     session = await _session_from_bearer()
     if len(file_id) > 64:
         raise BadRequest("invalid file id")
-    info, data = await _gateway().backends.download(file_id)
+    info, data = await _gateway().files.download(file_id)
     if info.room != session.room:
         await data.aclose()  # type: ignore[attr-defined]
         raise Forbidden("this file belongs to another room")

@@ -34,7 +34,7 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
         async with anyio.create_task_group() as background:
             # Every long-lived task is supervised and restarted; while one is down, /readyz
             # says so (gateway.tasks).
-            for pool in gateway.backends.pools:
+            for pool in gateway.pools:
                 if pool.target.is_dns:
                     background.start_soon(partial(
                         supervise, f"resolve {pool.service}", pool.run,
@@ -43,7 +43,7 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
                 supervise, "fan-out hub", gateway.hub.run, policy=Policy.RESTART,
                 board=gateway.tasks, signals_start=True))
             await background.start(partial(
-                supervise, "append lanes", gateway.backends.appends.run,
+                supervise, "append lanes", gateway.chat.appends.run,
                 policy=Policy.RESTART, board=gateway.tasks, signals_start=True))
             async with anyio.create_task_group() as serving:
                 port = await serving.start(server.serve, app, server_stop)
@@ -54,7 +54,7 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
                 server_stop.set()
             background.cancel_scope.cancel()
     finally:
-        gateway.backends.close()
+        gateway.close()
     log.info("gateway stopped")
 
 

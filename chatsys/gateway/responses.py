@@ -6,7 +6,7 @@ import json
 
 from quart import Response
 
-from chatsys.errors import ChatError
+from chatsys.errors import ChatError, for_http_status
 
 
 def error_response(exc: ChatError) -> Response:
@@ -15,4 +15,12 @@ def error_response(exc: ChatError) -> Response:
     response = Response(body, status=exc.http_status, content_type="application/json")
     if exc.http_status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="chatsys"'
+    return response
+
+
+def server_error_response(status: int, description: str) -> Response:
+    """A refusal by the HTTP framework itself (no such route, method not allowed), in the same
+    JSON shape, keeping the framework's status."""
+    response = error_response(for_http_status(status)(description))
+    response.status_code = status
     return response

@@ -1,4 +1,4 @@
-"""What the gateway's routes share: settings, backends, the fan-out hub, and drain state."""
+"""What the gateway's routes share: settings, the gRPC clients, the fan-out hub, drain state."""
 
 from __future__ import annotations
 
@@ -7,17 +7,28 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from chatsys.gateway.backends import Backends
+from chatsys.gateway import health
+from chatsys.gateway.auth import Authenticator
+from chatsys.gateway.clients.caller import Caller
+from chatsys.gateway.clients.chat import ChatClient
+from chatsys.gateway.clients.files import FilesClient
+from chatsys.gateway.clients.users import UsersClient
 from chatsys.gateway.fanout import RoomHub
+from chatsys.runtime.grpc_clients import ChannelPool, parse_target
 from chatsys.runtime.settings import Settings
 from chatsys.runtime.supervision import TaskBoard
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Message
+from chatsys.tokens import signer_for
 
 
 @dataclass
 class Gateway:
     settings: Settings
-    backends: Backends
+    pools: tuple[ChannelPool, ...]  # users, chat, files: each resolved and closed here
+    users: UsersClient
+    chat: ChatClient
+    files: FilesClient
+    auth: Authenticator
     hub: RoomHub
     tasks: TaskBoard = field(default_factory=TaskBoard)
     draining: bool = False
@@ -29,7 +40,7 @@ class Gateway:
     async def backends_ready(self, max_age: float = 1.0) -> bool:
         checked_at, ok = self._ready
         if time.monotonic() - checked_at > max_age:
-            ok = await self.backends.ready()
+            ok = await health.ready(self.pools, self.settings.grpc_timeout)
             self._ready = (time.monotonic(), ok)
         return ok
 
@@ -47,12 +58,27 @@ class Gateway:
         if self.sockets:
             await self._idle.wait()
 
+    def close(self) -> None:
+        """Close every channel to A and B."""
+        for pool in self.pools:
+            pool.close()
+
     @classmethod
     def create(cls, settings: Settings) -> Gateway:
-        backends = Backends(settings)
-        async def newest(room: str) -> list[Message]:
-            return await backends.history(room, "", settings.history_limit)
+        def caller(service: str, address: str) -> Caller:
+            pool = ChannelPool(parse_target(address), service=service,
+                               keepalive=settings.grpc_keepalive)
+            return Caller(pool, settings.grpc_timeout)
 
-        hub = RoomHub(backends.subscribe, newest, join_timeout=settings.grpc_timeout,
+        users = UsersClient(caller("users", settings.users_addr))
+        chat = ChatClient(caller("chat", settings.chat_addr))
+        files = FilesClient(caller("files", settings.files_addr))
+
+        async def newest(room: str) -> list[Message]:
+            return await chat.history(room, "", settings.history_limit)
+
+        hub = RoomHub(chat.subscribe, newest, join_timeout=settings.grpc_timeout,
                       history_limit=settings.history_limit)
-        return cls(settings, backends, hub)
+        pools = (users.caller.pool, chat.caller.pool, files.caller.pool)
+        return cls(settings, pools, users, chat, files,
+                   Authenticator(signer_for(settings.auth_secret), users), hub)

@@ -78,9 +78,9 @@ async def chat_socket() -> Response | None:
 
 async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
                           started: float) -> Response | None:
-    backends, settings = gateway.backends, gateway.settings
+    settings = gateway.settings
     try:
-        session, token = await backends.create_session(user, room)
+        session, token = await gateway.users.create_session(user, room)
     except ChatError as exc:
         return error_response(exc)
     conn = Connection(session=session.id, user=user, room=room, queue_limit=settings.send_queue)
@@ -89,7 +89,7 @@ async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
         if since:
             # Resuming: everything after `since` that A keeps, not just the newest.
             known = conn.watermark
-            missed = await backends.history(room, since, 0)
+            missed = await gateway.chat.history(room, since, 0)
             history = [frames.message(msg) for msg in missed]
             conn.watermark = missed[-1].id if missed else (min(since, known) if known else None)
     except ChatError as exc:
@@ -103,7 +103,7 @@ async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
         m.WS_CONNECTIONS.inc()
         try:
             with suppress(ChatError):
-                await backends.publish_presence(session, joined=True)
+                await gateway.chat.publish_presence(session, joined=True)
             # The writer may be stuck on a client that stopped reading, the reader on one that
             # stopped sending: a close request from anywhere cancels both.
             async with anyio.create_task_group() as tg:
@@ -128,9 +128,9 @@ async def _end_session(gateway: Gateway, session: Session, *, announce: bool) ->
     with anyio.CancelScope(shield=True), anyio.move_on_after(gateway.settings.grpc_timeout):
         with suppress(ChatError):
             if announce:
-                await gateway.backends.publish_presence(session, joined=False)
+                await gateway.chat.publish_presence(session, joined=False)
         with suppress(ChatError):
-            await gateway.backends.end_session(session.id)
+            await gateway.users.end_session(session.id)
 
 
 def _text_sender() -> Send:
@@ -225,17 +225,16 @@ async def _read(gateway: Gateway, conn: Connection, session: Session) -> None:
 
 async def _post(gateway: Gateway, conn: Connection, session: Session,
                 frame: frames.TextFrame | frames.FileFrame) -> None:
-    backends = gateway.backends
     kind = "text" if isinstance(frame, frames.TextFrame) else "file"
     started = time.perf_counter()
     try:
         if isinstance(frame, frames.TextFrame):
-            message = await backends.append_text(session, frame.text)
+            message = await gateway.chat.append_text(session, frame.text)
         else:
-            info = await backends.stat(frame.file_id)
+            info = await gateway.files.stat(frame.file_id)
             if info.room != session.room:
                 raise NotFound("no such file in this room")
-            message = await backends.append_file(session, info)
+            message = await gateway.chat.append_file(session, info)
     except ChatError as exc:
         _send_error(conn, frame.ref, exc)
         return

@@ -30,7 +30,7 @@ import anyio
 from grpclib.client import Channel
 from grpclib.config import Configuration
 
-import chatsys.compat.grpclib  # noqa: F401  (grpclib's cancellations balanced: see there)
+from chatsys.compat.grpclib import keepalive_configuration
 from chatsys.runtime import metrics
 from chatsys.runtime.h2_writes import CoalescingChannel
 from chatsys.runtime.settings import SettingsError
@@ -41,7 +41,7 @@ MIN_RESOLVE_GAP = 0.5  # failure-triggered re-resolution at most this often
 Endpoint = tuple[str, int]
 
 
-class NoEndpoint(ConnectionRefusedError):
+class NoEndpoint(Exception):
     """No endpoint is known (DNS not resolved yet) or every one was already tried."""
 
 
@@ -102,10 +102,7 @@ def keepalive_config(seconds: float) -> Configuration | None:
     """
     if seconds <= 0:
         return None
-    return Configuration(_keepalive_time=seconds, _keepalive_timeout=seconds,
-                         _keepalive_permit_without_calls=True,
-                         _http2_max_pings_without_data=0,
-                         _http2_min_sent_ping_interval_without_data=seconds / 2)
+    return keepalive_configuration(seconds)
 
 
 class ChannelPool:
@@ -221,9 +218,6 @@ class ChannelPool:
     def channel(self, endpoint: Endpoint) -> Channel:
         """The channel of a known endpoint, not counted as a call (health checks)."""
         return self._channels[endpoint]
-
-    def is_ejected(self, endpoint: Endpoint) -> bool:
-        return self._ejected_until.get(endpoint, 0.0) > time.monotonic()
 
     def close(self) -> None:
         for channel in [*self._channels.values(), *self._stream_channels.values()]:

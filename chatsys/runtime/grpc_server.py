@@ -9,6 +9,7 @@ closes.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -16,14 +17,14 @@ import anyio
 from anyio.abc import TaskStatus
 from grpclib.health.check import ServiceCheck, ServiceStatus
 from grpclib.health.service import OVERALL, Health
-from grpclib.protocol import H2Protocol
-from grpclib.reflection._deprecated import ServerReflection as ServerReflectionV1Alpha
-from grpclib.reflection.service import ServerReflection
-from grpclib.server import Server
-from grpclib.utils import _service_name
 from h2.settings import SettingCodes
 
-import chatsys.compat.grpclib  # noqa: F401  (grpclib's cancellations balanced: see there)
+from chatsys.compat.grpclib import (
+    ProtocolServer,
+    advertise_settings,
+    reflection_services,
+    service_name,
+)
 from chatsys.runtime import metrics
 from chatsys.runtime.h2_writes import CoalescingH2Protocol
 from chatsys.runtime.settings import Settings
@@ -58,15 +59,20 @@ class _ManyStreamsProtocol(CoalescingH2Protocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        self.connection._connection.update_settings(
-            {SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS})
-        self.connection.flush()
+        advertise_settings(self, {SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS})
 
 
-class _Server(Server):
-    def _protocol_factory(self) -> H2Protocol:
-        made = super()._protocol_factory()  # registers its handler with the server
-        return _ManyStreamsProtocol(made.handler, made.config, made.h2_config)
+class _Server(ProtocolServer):
+    protocol = _ManyStreamsProtocol
+
+
+async def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on the first address ``host`` resolves to: bound here, so its
+    port (the real one for ``--port 0``) is known without asking the server for it."""
+    infos = await anyio.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                    flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    return socket.create_server(address, family=family)
 
 
 LIVENESS = "liveness"
@@ -92,7 +98,7 @@ def _probe_check(probe: Probe) -> ServiceCheck:
     async def check() -> bool:
         # Our own deadline: ServiceCheck's check_timeout wakes only code that enters its
         # wrapper, which a storage ping does not, and redis-py's retries with backoff kept a
-        # health check waiting 8 s while Redis was down.
+        # health check waiting far longer than that while Redis was down.
         with anyio.move_on_after(PROBE_SECONDS):
             await probe()
             return True
@@ -112,19 +118,20 @@ async def serve_grpc(
     """Serve until ``stop``; reports the bound port through ``task_status``."""
     serving = ServiceStatus()
     checks = [serving, *(_probe_check(p) for p in probes)]
-    names = [_service_name(s) for s in services]
+    names = [service_name(s) for s in services]
     health = Health({**{svc: checks for svc in services}, OVERALL: checks, _Liveness(): []})
     # Both reflection versions: grpcurl speaks v1, grpcio-reflection clients still v1alpha.
     reflected = [*names, "grpc.health.v1.Health"]
-    reflection = [
-        ServerReflection(_service_names=reflected, _pool=default_google_proto_descriptor_pool),
-        ServerReflectionV1Alpha(_service_names=reflected,
-                                _pool=default_google_proto_descriptor_pool),
-    ]
+    reflection = reflection_services(reflected, default_google_proto_descriptor_pool)
     server = _Server([*services, health, *reflection])
     metrics.instrument_server(server)
-    await server.start(settings.host, settings.port, reuse_port=False)
-    port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sock = await listen(settings.host, settings.port)
+    try:
+        await server.start(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
     serving.set(True)
     log.info("gRPC %s listening on %s:%d", ", ".join(names), settings.host, port)
     task_status.started(port)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from grpclib.client import Channel
 from grpclib.protocol import H2Protocol
+
+from chatsys.compat.grpclib import ProtocolChannel
 
 
 class CoalescingTransport:
@@ -58,9 +59,7 @@ class CoalescingH2Protocol(H2Protocol):
         super().connection_made(CoalescingTransport(transport))  # type: ignore[arg-type]
 
 
-class CoalescingChannel(Channel):
+class CoalescingChannel(ProtocolChannel):
     """A grpclib channel whose connections write through :class:`CoalescingTransport`."""
 
-    def _protocol_factory(self) -> H2Protocol:
-        made = super()._protocol_factory()
-        return CoalescingH2Protocol(made.handler, made.config, made.h2_config)
+    protocol = CoalescingH2Protocol

@@ -16,10 +16,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from chatsys.errors import ChatError, StoreFailed, to_grpc
+from chatsys.errors import ChatError, Internal, StoreFailed, to_grpc
 from chatsys.runtime.storage import is_outage
 
 log = logging.getLogger("chatsys.rpc")
@@ -35,7 +34,7 @@ def _translate(name: str, exc: Exception) -> GRPCError:
         log.warning("%s failed: storage unavailable (%s: %s)", name, type(exc).__name__, exc)
         return to_grpc(StoreFailed("storage is unavailable, try again"))
     log.exception("%s failed", name)
-    return GRPCError(Status.INTERNAL, "internal error")
+    return to_grpc(Internal("internal error"))
 
 
 def unary(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:

@@ -13,8 +13,9 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
 from chatsys.errors import BadRequest, Unavailable
-from chatsys.gateway.backends import Backends
-from chatsys.runtime.settings import Settings
+from chatsys.gateway.clients.caller import Caller
+from chatsys.gateway.clients.chat import ChatClient
+from chatsys.runtime.grpc_clients import ChannelPool, parse_target
 from chatsys.stubs.chatsys.chat.v1 import (
     AppendRequest,
     AppendResponse,
@@ -30,6 +31,10 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def _client(address: str, *, timeout: float) -> ChatClient:
+    return ChatClient(Caller(ChannelPool(parse_target(address), service="chat"), timeout))
 
 
 class OldChatService(ChatServiceBase):
@@ -61,21 +66,21 @@ async def old_a() -> AsyncIterator[tuple[OldChatService, int]]:
 async def test_appends_fall_back_to_one_call_each_on_an_old_a(
         old_a: tuple[OldChatService, int]) -> None:
     service, port = old_a
-    backends = Backends(Settings(chat_addr=f"127.0.0.1:{port}", grpc_timeout=5.0))
+    chat = _client(f"127.0.0.1:{port}", timeout=5.0)
     try:
-        outcomes = await backends._append_batch([
+        outcomes = await chat._append_batch([
             UpbAppendRequest(room="r", user="u", text=text) for text in ("one", "bad", "two")])
     finally:
-        backends.close()
+        chat.caller.pool.close()
     assert service.stored == ["one", "two"]
     assert [getattr(o, "id", None) for o in outcomes] == [f"{1:016d}", None, f"{2:016d}"]
     assert isinstance(outcomes[1], BadRequest) and outcomes[1].message == "text is bad"
 
 
 async def test_nothing_reachable_is_unavailable() -> None:
-    backends = Backends(Settings(chat_addr=f"127.0.0.1:{free_port()}", grpc_timeout=2.0))
+    chat = _client(f"127.0.0.1:{free_port()}", timeout=2.0)
     try:
         with pytest.raises(Unavailable):
-            await backends._append_batch([UpbAppendRequest(room="r", user="u", text="x")])
+            await chat._append_batch([UpbAppendRequest(room="r", user="u", text="x")])
     finally:
-        backends.close()
+        chat.caller.pool.close()

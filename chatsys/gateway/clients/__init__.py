@@ -1,0 +1,1 @@
+"""The gateway's gRPC clients: one per service of A and B, over one retrying caller each."""

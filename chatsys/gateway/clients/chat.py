@@ -1,0 +1,125 @@
+"""ChatService as the gateway calls it, on upb messages (:mod:`chatsys.chat.wire`): the path
+every chat message takes.
+
+Appends go through the :class:`~chatsys.gateway.appends.AppendQueue`, which sends them to A in
+``AppendBatch`` calls; an A from before ``AppendBatch`` gets one ``Append`` per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import anyio
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from chatsys.chat import wire
+from chatsys.errors import ChatError, Internal, from_grpc, from_status
+from chatsys.gateway.appends import AppendQueue
+from chatsys.gateway.clients.caller import WIRE_ERRORS, Caller, Retry, did_no_work
+from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
+from chatsys.stubs.chatsys.files.v1 import FileInfo
+from chatsys.stubs.chatsys.users.v1 import Session
+
+Outcome = pb.Stored | ChatError
+
+
+class ChatClient:
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+        self.appends = AppendQueue(self._append_batch, timeout=caller.timeout)
+
+    async def append_text(self, session: Session, text: str) -> pb.Stored:
+        return await self.appends.append(pb.AppendRequest(
+            room=session.room, user=session.user, session=session.id, text=text))
+
+    async def append_file(self, session: Session, info: FileInfo) -> pb.Stored:
+        ref = pb.FileRef(id=info.id, name=info.name, size=info.size,
+                         content_type=info.content_type)
+        return await self.appends.append(pb.AppendRequest(
+            room=session.room, user=session.user, session=session.id, file=ref))
+
+    async def _append_batch(self, requests: list[pb.AppendRequest]) -> list[Outcome]:
+        """One AppendBatch call (see :mod:`chatsys.gateway.appends`): retried, or failed, as a
+        whole like one Append; each message's own failure maps like a failed call's status."""
+        return await self.caller.call("AppendBatch", lambda ch, t: _append_batch_on(
+            ch, requests, t), retry=Retry.UNSENT)
+
+    async def history(self, room: str, since: str, limit: int) -> list[pb.Message]:
+        request = pb.HistoryRequest(room=room, since=since, limit=limit)
+        reply = await self.caller.call("History", lambda ch, t: wire.HISTORY.call(
+            ch, request, seconds=t), retry=Retry.BROKEN)
+        return list(reply.messages)
+
+    async def publish_presence(self, session: Session, joined: bool) -> None:
+        event = pb.Presence.EVENT_JOIN if joined else pb.Presence.EVENT_LEAVE
+        request = pb.PublishPresenceRequest(presence=pb.Presence(
+            room=session.room, user=session.user, session=session.id, event=event))
+        await self.caller.call("PublishPresence", lambda ch, t: wire.PUBLISH_PRESENCE.call(
+            ch, request, seconds=t), retry=Retry.UNSENT)
+
+    async def subscribe(self, room: str, since: str) -> AsyncIterator[pb.RoomEvent]:
+        """The room's event stream from any replica; failures surface as :class:`ChatError`.
+
+        Only opening it has a deadline (its first event, ``subscribed``, must come in time);
+        then it lives as long as the room has members. If its replica dies the stream ends
+        with an error and the endpoint is ejected, so the caller's re-subscription (with
+        ``since``) lands on another replica.
+        """
+        request = pb.SubscribeRequest(room=room, since=since)
+        first, stream, endpoint = await self.caller.open_stream(
+            "Subscribe", lambda ch, _t: wire.SUBSCRIBE.stream(ch, request), long_lived=True)
+        async with aclosing(stream):  # type: ignore[type-var]
+            try:
+                yield first
+                async for event in stream:
+                    yield event
+            except WIRE_ERRORS as exc:
+                raise self.caller.stream_failed(endpoint, exc) from None
+
+
+async def _append_batch_on(channel: Channel, requests: list[pb.AppendRequest],
+                           seconds: float) -> list[Outcome]:
+    """``AppendBatch``, or one ``Append`` per message on an A from before it (UNIMPLEMENTED:
+    during a rolling upgrade that reaches the gateways first)."""
+    try:
+        reply = await wire.APPEND_BATCH.call(channel, pb.AppendBatchRequest(appends=requests),
+                                             seconds=seconds)
+    except GRPCError as exc:
+        if exc.status is not Status.UNIMPLEMENTED:
+            raise
+        return await _append_one_by_one(channel, requests, seconds)
+    return [_outcome(outcome) for outcome in reply.outcomes]
+
+
+def _outcome(outcome: pb.AppendOutcome) -> Outcome:
+    kind = outcome.WhichOneof("outcome")
+    if kind == "stored":
+        return outcome.stored
+    if kind == "failure":
+        return from_status(outcome.failure.status, outcome.failure.detail)
+    return Internal("an empty outcome")
+
+
+async def _append_one_by_one(channel: Channel, requests: list[pb.AppendRequest],
+                             seconds: float) -> list[Outcome]:
+    """Nothing may be retried once a message may be stored, so after the first message every
+    failure stays with its message (and those after it) instead of failing the call."""
+    deadline = anyio.current_time() + seconds
+    outcomes: list[Outcome] = []
+    for index, request in enumerate(requests):
+        try:
+            appended = await wire.APPEND.call(
+                channel, request, seconds=max(0.001, deadline - anyio.current_time()))
+        except WIRE_ERRORS as exc:
+            if index == 0 and did_no_work(exc):
+                raise
+            if isinstance(exc, GRPCError):  # this message's own failure
+                outcomes.append(from_grpc(exc))
+                continue
+            outcomes.extend(from_grpc(exc) for _ in requests[index:])  # the connection's
+            break
+        outcomes.append(pb.Stored(id=appended.message.id, ts=appended.message.ts))
+    return outcomes

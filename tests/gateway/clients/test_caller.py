@@ -1,0 +1,108 @@
+"""The retrying caller over real gRPC: which failures move a call to another endpoint, and that
+whatever fails comes out as a contract error."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Server
+
+from chatsys.chat import wire
+from chatsys.errors import Internal, NotFound, Unavailable
+from chatsys.gateway.clients.caller import Caller, Retry
+from chatsys.runtime.grpc_clients import ChannelPool, Target, parse_target
+from chatsys.stubs.chatsys.chat.v1 import ChatServiceBase, HistoryRequest, HistoryResponse, Message
+from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
+from tests.support import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class _Chat(ChatServiceBase):
+    """A ChatService whose History always holds one message."""
+
+    async def history(self, message: HistoryRequest) -> HistoryResponse:
+        return HistoryResponse(messages=[Message(id="1", room=message.room)])
+
+
+@pytest.fixture
+async def live_port() -> AsyncIterator[int]:
+    """A real grpclib server answering History."""
+    server = Server([_Chat()])
+    sock = socket.create_server(("127.0.0.1", 0))
+    await server.start(sock=sock)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _caller(*ports: int) -> Caller:
+    target = parse_target(",".join(f"127.0.0.1:{port}" for port in ports))
+    return Caller(ChannelPool(target, service="test"), timeout=5.0)
+
+
+async def _history(channel: Channel, seconds: float) -> int:
+    reply = await wire.HISTORY.call(channel, pb.HistoryRequest(room="r"), seconds=seconds)
+    return len(reply.messages)
+
+
+@pytest.mark.parametrize("retry", [Retry.UNSENT, Retry.BROKEN])
+async def test_a_refused_connection_moves_any_call_to_another_endpoint(
+        live_port: int, retry: Retry) -> None:
+    dead = free_port()
+    caller = _caller(dead, live_port)
+    try:
+        for _ in range(4):  # whichever endpoint the rotation starts with
+            assert await caller.call("History", _history, retry=retry) == 1
+        assert caller.pool.pick(avoid=[("127.0.0.1", live_port)])[0] == ("127.0.0.1", dead)
+    finally:
+        caller.pool.close()
+
+
+async def test_a_status_is_its_contract_error_and_is_not_retried(live_port: int) -> None:
+    calls = 0
+
+    async def not_found(channel: Channel, seconds: float) -> None:
+        nonlocal calls
+        calls += 1
+        raise GRPCError(Status.NOT_FOUND, "no such thing")
+
+    caller = _caller(live_port)
+    try:
+        with pytest.raises(NotFound, match="no such thing"):
+            await caller.call("History", not_found, retry=Retry.BROKEN)
+        assert calls == 1
+    finally:
+        caller.pool.close()
+
+
+async def test_nothing_to_call_is_unavailable() -> None:
+    caller = Caller(ChannelPool(Target(dns_name="nowhere.invalid", dns_port=1)), timeout=1.0)
+    with pytest.raises(Unavailable):
+        await caller.call("History", _history, retry=Retry.BROKEN)
+    caller.pool.close()
+
+
+async def test_a_stream_that_ends_before_its_first_message_is_internal(live_port: int) -> None:
+    async def empty(channel: Channel, seconds: float) -> AsyncIterator[int]:
+        return
+        yield 0
+
+    caller = _caller(live_port)
+    try:
+        with pytest.raises(Internal, match="ended before it started"):
+            await caller.open_stream("Watch", empty)
+    finally:
+        caller.pool.close()
