@@ -311,3 +311,66 @@ async def test_an_error_response_after_the_accept_becomes_a_1011_close() -> None
     await sock.send_from_app({"type": "websocket.http.response.body", "body": b"",
                               "more_body": False})
     assert server.sent[1:] == [{"type": "websocket.close", "code": 1011, "reason": ""}]
+
+
+def test_the_quirks_were_seen_in_the_installed_granian() -> None:
+    """Each workaround names the Granian version that needed it: an upgrade fails here, so
+    that someone checks whether the quirk is still there before widening ``SEEN_IN``."""
+    from importlib.metadata import version
+
+    installed = version("granian")
+    for quirk in transport.QUIRKS:
+        assert quirk.SERVER == "granian"
+        assert installed.startswith(quirk.SEEN_IN + "."), (quirk.__name__, installed)
+
+
+def _websocket_scope(query: bytes) -> Message:
+    return {"type": "websocket", "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "scheme": "ws", "http_version": "1.1", "path": "/ws", "raw_path": b"/ws",
+            "query_string": query, "root_path": "", "headers": [], "client": ("1.2.3.4", 5),
+            "server": ("127.0.0.1", 80), "subprotocols": [],
+            "extensions": {"websocket.http.response": {}}}
+
+
+async def test_quart_routes_the_upgrade_and_then_leaves_the_socket_to_transport() -> None:
+    """What the gateway relies on from Quart: a refusal goes out as a response (in chunks:
+    transport joins them), and a handler that accepted through transport and returns None
+    gets nothing more sent by Quart, whose own reader never takes an event."""
+    from quart import Quart, websocket
+
+    from chatsys.errors import BadRequest
+    from chatsys.gateway.responses import error_response
+
+    app = Quart("transport-test")
+
+    @app.websocket("/ws")
+    async def echo() -> Any:
+        if websocket.args.get("refuse"):
+            return error_response(BadRequest("no"))
+        sock = transport.socket_of(websocket.scope)
+        await sock.accept()
+        while (data := await sock.receive()) is not None:
+            await sock.send_text(f"echo {data}")
+            if data == "bye":
+                await sock.close(1000)
+                break
+        return None
+
+    wrapped = transport.WebSocketTransport(app)
+    server = CoroutineServer()
+    for text in ("hi", "bye"):
+        server.events.put_nowait({"type": "websocket.receive", "text": text})
+    with anyio.fail_after(5):
+        await wrapped(_websocket_scope(b""), server.receive, server.send)
+    assert [m["type"] for m in server.sent] == [
+        "websocket.accept", "websocket.send", "websocket.send", "websocket.close"]
+    assert server.frames == ["echo hi", "echo bye"]
+    assert server.events.empty()  # every event went to the handler's reader
+
+    refused = CoroutineServer()
+    with anyio.fail_after(5):
+        await wrapped(_websocket_scope(b"refuse=1"), refused.receive, refused.send)
+    start, body = refused.sent
+    assert start["type"] == "websocket.http.response.start" and start["status"] == 400
+    assert (b"content-length", str(len(body["body"])).encode()) in start["headers"]
+    assert b'"bad_request"' in body["body"] and body["more_body"] is False
