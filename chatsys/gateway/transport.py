@@ -88,8 +88,8 @@ class ServerSocket:
     """One WebSocket, in ASGI terms, between the server and the chat handler."""
 
     def __init__(self, receive: ServerReceive, send: ServerSend) -> None:
-        self._receive = receive
-        self._send = send
+        self._from_server = receive
+        self._to_server = send
         self.accepted = False
         self.closed = False
         self._sends_futures = False  # learnt from the accept: the server's send is a future
@@ -98,7 +98,7 @@ class ServerSocket:
         self._refusal_body: list[bytes] = []
 
     async def accept(self) -> None:
-        sent = self._send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+        sent = self._to_server({"type": "websocket.accept", "subprotocol": None, "headers": []})
         self._sends_futures = asyncio.isfuture(sent)
         self.accepted = True
         await sent
@@ -108,7 +108,7 @@ class ServerSocket:
         while True:
             if self.closed:  # CloseWaitsOnPendingReceive: nothing more will arrive
                 await asyncio.Event().wait()
-            pending = self._receive()
+            pending = self._from_server()
             if asyncio.isfuture(pending):
                 self._receiving = pending
                 try:
@@ -132,7 +132,7 @@ class ServerSocket:
             # websocket.connect, which no one else reads
 
     async def send_text(self, frame: str) -> None:
-        await self._send({"type": "websocket.send", "bytes": None, "text": frame})
+        await self._to_server({"type": "websocket.send", "bytes": None, "text": frame})
 
     async def write(self, conn: Connection) -> None:
         """Send ``conn``'s frames as they are offered, until cancelled; raises what a send
@@ -150,7 +150,7 @@ class ServerSocket:
                 await asyncio.sleep(0)
 
     def _send_text_now(self, frame: str) -> Awaitable[None]:
-        return self._send({"type": "websocket.send", "bytes": None, "text": frame})
+        return self._to_server({"type": "websocket.send", "bytes": None, "text": frame})
 
     async def close(self, code: int, reason: str = "") -> None:
         """Close with ``code``; nothing is sent for 1006 (the client is gone) or twice."""
@@ -159,7 +159,7 @@ class ServerSocket:
         self.closed = True
         if self._receiving is not None:
             self._receiving.cancel()  # CloseWaitsOnPendingReceive
-        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        await self._to_server({"type": "websocket.close", "code": code, "reason": reason})
 
     async def send_from_app(self, message: Message) -> None:
         """What Quart sends: an upgrade refusal, or (its handler having failed after the
@@ -178,7 +178,7 @@ class ServerSocket:
         else:
             if kind == "websocket.accept":
                 self.accepted = True
-            await self._send(message)
+            await self._to_server(message)
 
     async def _refuse(self, body: Message) -> None:
         """ChunkedRefusalIsEmpty403: the refusal goes out in one piece, with its length."""
@@ -190,8 +190,8 @@ class ServerSocket:
         headers = [(k, v) for k, v in self._refusal_start.get("headers", [])
                    if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(data)).encode()))
-        await self._send({**self._refusal_start, "headers": headers})
-        await self._send({"type": "websocket.http.response.body", "body": data,
+        await self._to_server({**self._refusal_start, "headers": headers})
+        await self._to_server({"type": "websocket.http.response.body", "body": data,
                           "more_body": False})
 
 
