@@ -261,6 +261,8 @@ class _CallbackWriter:
             self.handover.set_result(awaitable)
 
     def _fail(self, exc: BaseException) -> None:
+        if self.stopped:  # run() has returned: no one would retrieve the error
+            return
         self.stopped = True
         if not self.handover.done():
             self.handover.set_exception(exc)
