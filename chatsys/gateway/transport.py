@@ -132,16 +132,16 @@ class ServerSocket:
             # websocket.connect, which no one else reads
 
     async def send_text(self, frame: str) -> None:
-        await self._to_server({"type": "websocket.send", "bytes": None, "text": frame})
+        await self._send_frame(frame)
 
     async def write(self, conn: Connection) -> None:
         """Send ``conn``'s frames as they are offered, until cancelled; raises what a send
         failed with."""
         if self._sends_futures:
-            await _CallbackWriter(conn, self._send_text_now).run()
+            await _CallbackWriter(conn, self._send_frame).run()
             return
         burst = 0
-        send_text = self._send_text_now
+        send_text = self._send_frame
         while (frame := await conn.next_frame()) is not None:
             await send_text(frame)
             burst += 1
@@ -149,7 +149,8 @@ class ServerSocket:
                 burst = 0
                 await asyncio.sleep(0)
 
-    def _send_text_now(self, frame: str) -> Awaitable[None]:
+    def _send_frame(self, frame: str) -> Awaitable[None]:
+        """The server's send of one text frame: a future on Granian, a coroutine elsewhere."""
         return self._to_server({"type": "websocket.send", "bytes": None, "text": frame})
 
     async def close(self, code: int, reason: str = "") -> None:
@@ -192,7 +193,7 @@ class ServerSocket:
         headers.append((b"content-length", str(len(data)).encode()))
         await self._to_server({**self._refusal_start, "headers": headers})
         await self._to_server({"type": "websocket.http.response.body", "body": data,
-                          "more_body": False})
+                               "more_body": False})
 
 
 class _CallbackWriter:
