@@ -13,10 +13,10 @@ from functools import partial
 import anyio
 
 from chatsys.gateway.app import create_app
-from chatsys.gateway.asgi_fixes import WebSocketFixes
 from chatsys.gateway.connection import WS_1001_GOING_AWAY
 from chatsys.gateway.servers import make_server
 from chatsys.gateway.state import Gateway
+from chatsys.gateway.transport import WebSocketTransport
 from chatsys.runtime import lifecycle, metrics
 from chatsys.runtime.settings import Settings
 from chatsys.runtime.supervision import Policy, supervise
@@ -27,7 +27,7 @@ log = logging.getLogger("chatsys.gateway")
 async def serve(settings: Settings, stop: anyio.Event) -> None:
     gateway = Gateway.create(settings)
     metrics.count_asyncio_tasks()
-    app = WebSocketFixes(create_app(gateway))
+    app = WebSocketTransport(create_app(gateway))
     server = make_server(settings)
     server_stop = anyio.Event()
     try:

@@ -1,26 +1,16 @@
-"""The chat WebSocket: join, welcome, then one reader and one writer per connection.
+"""The chat WebSocket protocol: join, welcome, then one reader and one writer per connection.
 
 The reader validates each frame and calls A; the writer drains the connection's outbox, which
-the fan-out and the reader fill. Neither creates a task per message.
-
-The writer sends one frame per member per message, the hottest loop of the gateway, so it
-skips what Quart's ``websocket.send`` adds to every frame (a forced ``sleep(0)``, an acceptance
-check, the ``websocket_sent`` signal) and calls the ASGI send underneath; it yields to the loop
-itself every ``WRITE_BURST`` frames so one busy socket cannot hold the loop. Where that send
-hands back a future (Granian), the writer hands over to :meth:`Connection.pump` after its first
-frame: frames then go out from the sends' completion callbacks, with no task step per frame,
-and each completion is a separate loop callback, so no socket holds the loop either. The reader
-likewise takes ASGI events from the server's receive rather than from Quart's queue (see
-:mod:`chatsys.gateway.asgi_fixes`), so it is also the one that sees the client leave.
+the fan-out and the reader fill. Neither creates a task per message. The socket itself (accept,
+read, write, close) is :mod:`chatsys.gateway.transport`'s: Quart only routes the upgrade here
+and sends the refusals this handler returns.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 import anyio
@@ -31,23 +21,21 @@ from chatsys import validation
 from chatsys.errors import BadRequest, ChatError, Internal, NotFound, RateLimited, Unavailable
 from chatsys.gateway import frames
 from chatsys.gateway import metrics as m
-from chatsys.gateway.asgi_fixes import SERVER_RECEIVE, SERVER_SEND
 from chatsys.gateway.connection import (
     WS_1006_NO_CLOSE_FRAME,
     WS_1008_POLICY_VIOLATION,
     WS_1009_MESSAGE_TOO_BIG,
     Connection,
-    TokenBucket,
 )
+from chatsys.gateway.ratelimit import TokenBucket
 from chatsys.gateway.responses import error_response
 from chatsys.gateway.state import Gateway
+from chatsys.gateway.transport import ServerSocket, socket_of
 from chatsys.stubs.chatsys.users.v1 import Session
 
 log = logging.getLogger("chatsys.gateway.ws")
 bp = Blueprint("ws", __name__)
 CLOSE_TIMEOUT = 2.0
-WRITE_BURST = 64
-Send = Callable[[str], Awaitable[None]]  # a coroutine (Hypercorn, Quart) or a future (Granian)
 
 
 def _gateway() -> Gateway:
@@ -96,9 +84,10 @@ async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
         gateway.hub.leave(conn)
         await _end_session(gateway, session, announce=False)
         return error_response(exc)
+    sock = socket_of(websocket.scope)
     try:
-        await websocket.accept()
-        await websocket.send(frames.welcome(session.id, token, user, room, history))
+        await sock.accept()
+        await sock.send_text(frames.welcome(session.id, token, user, room, history))
         m.WS_CONNECT_SECONDS.observe(time.perf_counter() - started)
         m.WS_CONNECTIONS.inc()
         try:
@@ -107,8 +96,8 @@ async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
             # The writer may be stuck on a client that stopped reading, the reader on one that
             # stopped sending: a close request from anywhere cancels both.
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_write, conn, _text_sender())
-                tg.start_soon(_read, gateway, conn, session)
+                tg.start_soon(sock.write, conn)
+                tg.start_soon(_read, gateway, conn, session, sock)
                 await conn.wait_closing()
                 tg.cancel_scope.cancel()
         finally:
@@ -119,7 +108,7 @@ async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
     if conn.close_code is not None and conn.close_code != WS_1006_NO_CLOSE_FRAME:
         m.WS_CLOSES.labels(str(conn.close_code)).inc()
         with anyio.move_on_after(CLOSE_TIMEOUT):
-            await websocket.close(conn.close_code, conn.close_reason)
+            await sock.close(conn.close_code, conn.close_reason)
     return None
 
 
@@ -133,68 +122,22 @@ async def _end_session(gateway: Gateway, session: Session, *, announce: bool) ->
             await gateway.users.end_session(session.id)
 
 
-def _text_sender() -> Send:
-    """The server's ASGI send, for text frames of an accepted socket.
-
-    :class:`~chatsys.gateway.asgi_fixes.WebSocketFixes` leaves it in the scope; without that
-    layer, the ASGI send under Quart's ``websocket.send`` (Quart builds ``Websocket._send`` as
-    ``partial(send_data, asgi_send)``); if a Quart version builds it otherwise, this falls back
-    to ``websocket.send`` (slower, same behaviour).
-    """
-    ws = websocket._get_current_object()
-    asgi_send = ws.scope.get(SERVER_SEND)
-    inner = getattr(ws, "_send", None)
-    if asgi_send is None and isinstance(inner, functools.partial) and inner.args \
-            and callable(inner.args[0]):
-        asgi_send = inner.args[0]
-    if asgi_send is not None:
-
-        def send(frame: str) -> Awaitable[None]:
-            message = {"type": "websocket.send", "bytes": None, "text": frame}
-            return asgi_send(message)  # type: ignore[no-any-return]
-
-        return send
-    return ws.send  # type: ignore[no-any-return]
-
-
-async def _write(conn: Connection, send: Send) -> None:
-    burst = 0
-    while (frame := await conn.next_frame()) is not None:
-        sent = send(frame)
-        if asyncio.isfuture(sent):  # this server's send hands back futures: pump from callbacks
-            await sent
-            await conn.pump(send)
-            return
-        await sent
-        burst += 1
-        if burst >= WRITE_BURST:
-            burst = 0
-            await asyncio.sleep(0)
-
-
 def _too_big(data: str | bytes, limit: int) -> bool:
     if len(data) > limit:
         return True
     return isinstance(data, str) and len(data) * 4 > limit and len(data.encode()) > limit
 
 
-async def _read(gateway: Gateway, conn: Connection, session: Session) -> None:
+async def _read(gateway: Gateway, conn: Connection, session: Session,
+                sock: ServerSocket) -> None:
     settings = gateway.settings
     bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
     garbage = 0
-    # The server's receive, not Quart's queue (see chatsys.gateway.asgi_fixes): ASGI events.
-    receive = websocket._get_current_object().scope[SERVER_RECEIVE]
     while conn.close_code is None:
-        event = await receive()
-        kind = event["type"]
-        if kind != "websocket.receive":
-            if kind == "websocket.disconnect":
-                conn.request_close(WS_1006_NO_CLOSE_FRAME, "the client went away")
-                return
-            continue  # websocket.connect, which no one else reads
-        data = event.get("text")
+        data = await sock.receive()
         if data is None:
-            data = event.get("bytes") or b""
+            conn.request_close(WS_1006_NO_CLOSE_FRAME, "the client went away")
+            return
         if _too_big(data, settings.max_frame_bytes):
             conn.request_close(WS_1009_MESSAGE_TOO_BIG, "frame too big")
             return
