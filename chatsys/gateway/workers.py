@@ -10,33 +10,51 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import anyio
 import anyio.abc
 
+from chatsys.runtime import ready
 from chatsys.runtime.children import spawn, terminate, wait_any, watch
 from chatsys.runtime.settings import Settings, options_for
 
 log = logging.getLogger("chatsys.gateway.workers")
+READY_TIMEOUT = 60.0
 
 
-def worker_command(settings: Settings) -> list[str]:
+def worker_command(settings: Settings, ready_file: str = "") -> list[str]:
     flags: list[str] = []
     for opt in options_for(["gateway"]):
         value = 1 if opt.name == "workers" else getattr(settings, opt.name)
+        if opt.name == "ready_file":
+            value = ready_file
         flags += [opt.flag, str(value)]
     return [sys.executable, "-m", "chatsys", "gateway", *flags]
 
 
 async def serve_workers(settings: Settings, stop: anyio.Event) -> None:
-    command = worker_command(settings)
+    if settings.port == 0:
+        log.error("--workers %d share one port: give a fixed --port, not 0", settings.workers)
+        raise SystemExit(2)
     procs: list[anyio.abc.Process] = []
     died = anyio.Event()
     try:
         async with anyio.create_task_group() as tg:
             for i in range(settings.workers):
-                procs.append(await spawn(command))
+                # Each worker reports its own readiness; ours follows once all of them have.
+                own = f"{settings.ready_file}.{i + 1}" if settings.ready_file else ""
+                procs.append(await spawn(worker_command(settings, own)))
                 tg.start_soon(watch, f"gateway worker {i + 1}", procs[-1], died, stop)
+            if settings.ready_file:
+                try:
+                    with anyio.fail_after(READY_TIMEOUT):
+                        for i, proc in enumerate(procs):
+                            await ready.wait(Path(f"{settings.ready_file}.{i + 1}"), proc)
+                    ready.write(settings.ready_file, ready.Ports(settings.port))
+                except (ready.NotReady, TimeoutError) as exc:
+                    log.error("gateway workers not ready: %s", exc or "timed out")
+                    died.set()
             log.info("%d gateway workers on port %d: pids %s", len(procs), settings.port,
                      ", ".join(str(p.pid) for p in procs))
             await wait_any(stop, died)

@@ -140,6 +140,8 @@ OPTIONS: tuple[Option, ...] = (
            "on shutdown, seconds between readiness turning false and sockets closing", EVERY_VERB),
     Option("shutdown_grace", _positive_float, 10.0,
            "hard limit on a graceful shutdown, seconds", EVERY_VERB),
+    Option("ready_file", str, "",
+           "once listening, write the bound ports there as JSON (for --port 0)", EVERY_VERB),
 )
 
 
@@ -175,6 +177,7 @@ class Settings:
     auth_secret: str = field(default="", repr=False)
     drain_timeout: float = 2.0
     shutdown_grace: float = 10.0
+    ready_file: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
