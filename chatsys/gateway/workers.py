@@ -3,12 +3,14 @@
 Each worker is an ordinary ``chatsys gateway`` with ``--workers 1`` and its own subscriptions
 to A, so a room with members on two workers is fanned out by both — correctly, since every
 worker subscribes to A. The parent only starts them, forwards the stop, and exits non-zero if
-one dies on its own.
+one dies on its own. With ``--ready-file`` it reports the shared port once every worker has.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -33,10 +35,27 @@ def worker_command(settings: Settings, ready_file: str = "") -> list[str]:
     return [sys.executable, "-m", "chatsys", "gateway", *flags]
 
 
+def _reserve_port(host: str) -> socket.socket:
+    """``--port 0`` with workers: a port they can all bind. This socket binds it with
+    SO_REUSEPORT and never listens, so it takes no connection, yet no other program can take
+    the port while it is open; the workers bind it beside it and the kernel balances them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, 0))
+    return sock
+
+
 async def serve_workers(settings: Settings, stop: anyio.Event) -> None:
-    if settings.port == 0:
-        log.error("--workers %d share one port: give a fixed --port, not 0", settings.workers)
-        raise SystemExit(2)
+    with contextlib.ExitStack() as reserved:
+        if settings.port == 0:
+            sock = reserved.enter_context(_reserve_port(settings.host))
+            settings = settings.replace(port=sock.getsockname()[1])
+        await _serve_workers(settings, stop)
+
+
+async def _serve_workers(settings: Settings, stop: anyio.Event) -> None:
     procs: list[anyio.abc.Process] = []
     died = anyio.Event()
     try:
