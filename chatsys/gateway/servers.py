@@ -10,7 +10,7 @@ in this process's event loop, so the gateway's own task group owns everything th
 spec, and the port survives only inside Rust). The narrowest workaround that needs no private
 name: the kernel's own record. The listener is the one LISTEN socket in ``/proc/net/tcp{,6}``
 whose inode is among this process's descriptors and that was not there before Granian started
-(:func:`_new_listening_port`). It is Linux-only; elsewhere Granian needs a fixed ``--port``.
+(:func:`listening_port_since`). It is Linux-only; elsewhere Granian needs a fixed ``--port``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ async def _wait_listening(host: str, port: int) -> None:
             return
 
 
-def _own_socket_inodes() -> set[str]:
+def own_socket_inodes() -> set[str]:
     inodes = set()
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -76,11 +76,11 @@ def _listening_ports(inodes: set[str]) -> dict[str, int]:
     return found
 
 
-async def _new_listening_port(before: set[str]) -> int:
+async def listening_port_since(before: set[str]) -> int:
     """The port of the first listener this process opened that is not in ``before``."""
     with anyio.fail_after(LISTEN_TIMEOUT):
         while True:
-            new = _listening_ports(_own_socket_inodes() - before)
+            new = _listening_ports(own_socket_inodes() - before)
             if new:
                 return min(new.values())
             await anyio.sleep(0.02)
@@ -99,11 +99,11 @@ class GranianServer:
                         interface=Interfaces.ASGINL, log_enabled=False, backlog=BACKLOG,
                         websockets=True)
         port = self.settings.port
-        before = _own_socket_inodes() if port == 0 else set()
+        before = own_socket_inodes() if port == 0 else set()
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve)
             if port == 0:
-                port = await _new_listening_port(before)
+                port = await listening_port_since(before)
             else:
                 await _wait_listening(self.settings.host, port)
             task_status.started(port)

@@ -110,6 +110,7 @@ class Topology:
     gateway_port: int = 0  # only with one gateway: `chatsys all --port`
     common_flags: Sequence[str] = ("--log-level", "info", "--shutdown-grace", "5")
     log_files: bool = True
+    cwd: Path | None = None  # where `python -m chatsys` finds chatsys (bench's TARGET@DIR)
     grace: float = GRACE
     members: list[Member] = field(default_factory=list)
 
@@ -168,7 +169,7 @@ class Topology:
             member.command += ["--ready-file", str(ready_path)]
         if self.log_files:
             member.log_path = self.out / "logs" / f"{member.name}.log"
-        member.proc = await spawn(member.command, log_path=member.log_path,
+        member.proc = await spawn(member.command, log_path=member.log_path, cwd=self.cwd,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.members.append(member)
         (self.out / "pids.json").write_text(json.dumps(
