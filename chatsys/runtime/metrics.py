@@ -157,17 +157,15 @@ class _AsyncioTasks(Collector):
                                 value=len(asyncio.all_tasks(self._loop)))
 
 
-_tasks: list[_AsyncioTasks] = []
+_counted_loops: set[int] = set()
 
 
 def count_asyncio_tasks() -> None:
-    """Export the running loop's task count (one collector per process: a later loop, such
-    as the next test's, replaces the earlier one)."""
+    """Export the running loop's task count (once per loop)."""
     loop = asyncio.get_running_loop()
-    if not _tasks:
-        _tasks.append(_AsyncioTasks(loop))
-        REGISTRY.register(_tasks[0])
-    _tasks[0]._loop = loop
+    if id(loop) not in _counted_loops:
+        _counted_loops.add(id(loop))
+        REGISTRY.register(_AsyncioTasks(loop))
 
 
 def exposition() -> tuple[bytes, str]:
