@@ -1,6 +1,6 @@
 """Hypercorn's internal names that chatsys relies on, in one place.
 
-Written against Hypercorn 0.18.0 (needs ``hypercorn>=0.17,<0.19``; the lead pins it);
+Written against Hypercorn 0.18.0 (needs ``hypercorn>=0.18,<0.19``);
 ``tests/compat/test_hypercorn.py`` fails if what is relied on here changes.
 
 Why not ``hypercorn.asyncio.serve``, the public entry point: it binds its own sockets from
@@ -19,7 +19,7 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import wrap_app
 
-SUPPORTED = ("0.17", "0.18")
+SUPPORTED = ("0.18",)
 
 
 async def serve_on(app: Any, config: Config, sock: socket.socket,
