@@ -9,7 +9,6 @@ step) make exact merging cheaper than any histogram.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import math
 import os
@@ -20,8 +19,6 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-
-from chatsys.runtime.children import free_port as free_port  # one definition, re-exported
 
 PYTHON = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,10 +110,6 @@ def rss_bytes(pids: Iterable[int]) -> int:
     return total
 
 
-def _any_alive(pids: Iterable[int]) -> bool:
-    return any(Path(f"/proc/{p}").exists() for p in pids)
-
-
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -147,27 +140,13 @@ def find_child(root: int, *words: str) -> int | None:
 
 # --- child processes ------------------------------------------------------------------------
 
-_LIVE: dict[int, set[int]] = {}
-
-
-def _kill_leftovers() -> None:
-    """Last resort at interpreter exit: SIGKILL every tree we started and did not reap."""
-    for root, known in list(_LIVE.items()):
-        for pid in {*known, *process_tree(root)}:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-    _LIVE.clear()
-
-
-atexit.register(_kill_leftovers)
-
-
 class Children:
-    """Processes started in their own sessions and always stopped, tree and all.
+    """The load generators, reference servers and profilers of a run, each in its own
+    session, stopped by :meth:`stop` or, at the latest, :meth:`aclose`.
 
-    ``chatsys all`` starts P, A and B in sessions of their own, so killing its process group
-    would orphan them: stopping sends SIGTERM to the root (which stops its children in order),
-    and after the grace period SIGKILLs every process of the tree as last seen.
+    A chatsys target is not one of them: :mod:`chatsys.runtime.topology` starts and stops its
+    processes. These are single processes, so stopping one signals only it, and only while
+    asyncio has not reaped it (a reaped pid may already be someone else's).
     """
 
     def __init__(self) -> None:
@@ -182,35 +161,19 @@ class Children:
             limit=1 << 26,  # one JSON line from a load worker can hold every receipt of a step
             cwd=cwd or ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.procs.append(proc)
-        _LIVE[proc.pid] = {proc.pid}
         return proc
 
-    def remember_tree(self, proc: asyncio.subprocess.Process) -> None:
-        """Record the current descendants so they can be killed even if the root dies first."""
-        if proc.pid in _LIVE:
-            _LIVE[proc.pid].update(process_tree(proc.pid))
-
     async def stop(self, proc: asyncio.subprocess.Process, grace: float = 8.0) -> None:
-        self.remember_tree(proc)
-        tree = set(_LIVE.get(proc.pid, {proc.pid}))
+        """SIGTERM, then SIGKILL after ``grace`` seconds."""
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), grace)
-        # The root is gone; give the children it was stopping their grace period.
-        for _ in range(int(grace * 10)):
-            if not _any_alive(tree - {proc.pid}):
-                break
-            await asyncio.sleep(0.1)
-        for pid in tree:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
         if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
             await proc.wait()
-        _LIVE.pop(proc.pid, None)
         if proc in self.procs:
             self.procs.remove(proc)
 

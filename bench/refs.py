@@ -17,6 +17,7 @@ the cost of the WebSocket server itself, which is what chatsys is measured again
   runner's default set; name it with ``--targets``).
 
 ``python -m bench.refs websockets|granian|hypercorn|asgi-granian|asgi-hypercorn --port PORT``
+(``--port 0 --ready-file PATH``: any free port, written to PATH once listening)
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ import itertools
 import json
 import secrets
 import signal
+import socket
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from chatsys.runtime import ready
 
 BACKLOG = 4096
 _ids = itertools.count(1)
@@ -74,7 +78,14 @@ def handle_frame(data: str | bytes, user: str, room: str, session: str,
 
 # --- websockets ------------------------------------------------------------------------------
 
-async def serve_websockets(port: int) -> None:
+def _listening(port: int) -> socket.socket:
+    """Bound here, so ``--port 0`` works and the port is known before anyone connects."""
+    sock = socket.create_server(("127.0.0.1", port), backlog=BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve_websockets(port: int, ready_file: str) -> None:
     from websockets.asyncio.server import ServerConnection, broadcast, serve
 
     rooms: defaultdict[str, set[ServerConnection]] = defaultdict(set)
@@ -99,8 +110,9 @@ async def serve_websockets(port: int) -> None:
             if not members:
                 rooms.pop(room, None)
 
-    async with serve(handler, "127.0.0.1", port, backlog=BACKLOG, compression=None,
-                     max_size=1 << 16) as server:
+    sock = _listening(port)
+    async with serve(handler, sock=sock, compression=None, max_size=1 << 16) as server:
+        ready.write(ready_file, ready.Ports(sock.getsockname()[1]))
         await _until_signal()
         server.close()
 
@@ -192,32 +204,38 @@ def asgi_app() -> Any:
     return app
 
 
-async def serve_asgi_granian(port: int) -> None:
-    await serve_granian(port, asgi_app())
+async def serve_asgi_granian(port: int, ready_file: str) -> None:
+    await serve_granian(port, ready_file, asgi_app())
 
 
-async def serve_granian(port: int, app: Any = None) -> None:
+async def serve_granian(port: int, ready_file: str, app: Any = None) -> None:
     from granian.constants import Interfaces
     from granian.server.embed import Server
 
+    from chatsys.gateway.servers import listening_port_since, own_socket_inodes
+
     server = Server(app or quart_app(), address="127.0.0.1", port=port, interface=Interfaces.ASGINL,
                     log_enabled=False, backlog=BACKLOG, websockets=True)
+    before = own_socket_inodes()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(server.serve())
+        # Granian cannot serve a socket bound here: read the port it got from the kernel.
+        ready.write(ready_file, ready.Ports(port or await listening_port_since(before)))
         await _until_signal()
         server.stop()
 
 
-async def serve_asgi_hypercorn(port: int) -> None:
-    await serve_hypercorn(port, asgi_app())
+async def serve_asgi_hypercorn(port: int, ready_file: str) -> None:
+    await serve_hypercorn(port, ready_file, asgi_app())
 
 
-async def serve_hypercorn(port: int, app: Any = None) -> None:
+async def serve_hypercorn(port: int, ready_file: str, app: Any = None) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
     config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
+    sock = _listening(port)
+    config.bind = [f"fd://{sock.fileno()}"]
     config.backlog = BACKLOG
     config.accesslog = None
     config.graceful_timeout = 0.5
@@ -225,6 +243,7 @@ async def serve_hypercorn(port: int, app: Any = None) -> None:
     async with asyncio.TaskGroup() as tg:
         tg.create_task(serve(app or quart_app(), config,  # type: ignore[arg-type]
                              shutdown_trigger=stop.wait))
+        ready.write(ready_file, ready.Ports(sock.getsockname()[1]))
         await _until_signal()
         stop.set()
 
@@ -246,12 +265,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.refs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("server", choices=sorted(SERVERS))
-    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--port", type=int, default=8090, help="0: any free port")
+    parser.add_argument("--ready-file", default="",
+                        help="once listening, write the port there (chatsys.runtime.ready)")
     args = parser.parse_args(argv)
     from bench.common import raise_nofile
 
     raise_nofile(65536)
-    coro = SERVERS[args.server](args.port)
+    coro = SERVERS[args.server](args.port, args.ready_file)
     try:
         import uvloop
     except ImportError:

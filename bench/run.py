@@ -34,19 +34,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio.abc
+
 from bench.common import (
     PYTHON,
     ROOT,
     Children,
     cancel_on_sigterm,
     cpu_seconds,
-    find_child,
-    free_port,
     process_tree,
     raise_nofile,
     rss_bytes,
 )
 from bench.loadgen import CLIENTS, LoadGen, holds
+from chatsys.runtime import ready
+from chatsys.runtime.topology import Topology
 
 REFERENCE = "websockets"
 ALL_TARGETS = ["websockets", "asgi-granian", "quart-granian", "quart-hypercorn",
@@ -78,10 +80,9 @@ class Params:
 
 @dataclass
 class Server:
-    """A started target: its root process and the pids whose RSS counts as 'the server'."""
+    """A started target: its port and the pids whose RSS counts as 'the server'."""
 
     name: str
-    proc: asyncio.subprocess.Process
     port: int
     gateway_pid: int
     a_pid: int | None = None
@@ -118,7 +119,8 @@ async def _welcome_ok(port: int) -> bool:
         return False
 
 
-async def _wait_ready(proc: asyncio.subprocess.Process, port: int, http: bool) -> None:
+async def _wait_ready(proc: asyncio.subprocess.Process | anyio.abc.Process, port: int,
+                      http: bool) -> None:
     async with asyncio.timeout(READY_TIMEOUT):
         while True:
             if proc.returncode is not None:
@@ -128,117 +130,79 @@ async def _wait_ready(proc: asyncio.subprocess.Process, port: int, http: bool) -
             await asyncio.sleep(0.2)
 
 
-def command(target: str, port: int, data_dir: Path, store: str | None,
-            extra: tuple[str, ...] = ()) -> list[str]:
-    if not target.startswith("chatsys"):
-        return [PYTHON, "-m", "bench.refs", target.removeprefix("quart-"), "--port", str(port)]
+def reference_command(target: str, ready_file: Path) -> list[str]:
+    return [PYTHON, "-m", "bench.refs", target.removeprefix("quart-"), "--port", "0",
+            "--ready-file", str(ready_file)]
+
+
+def chatsys_topology(target: str, work: Path, data_dir: Path, store: str | None,
+                     extra: tuple[str, ...] = (), src: Path | None = None) -> Topology:
+    """What ``chatsys all`` runs (P, A and B), or for ``chatsys-redis-N`` A on N processes
+    sharing one local redis-server (append-only file, fsync always, as the scaled deployment
+    configures it), B, and one gateway balancing over every A: the scaled topology, on one
+    machine."""
     server = "hypercorn" if target == "chatsys-hypercorn" else "granian"
-    cmd = [PYTHON, "-m", "chatsys", "all", "--host", "127.0.0.1", "--port", str(port),
-           "--data-dir", str(data_dir), "--server", server, "--log-level", "warning",
-           "--drain-timeout", "0.2", "--shutdown-grace", "5"]
-    if store:
-        cmd += ["--store", store]
-    return [*cmd, *extra]
+    replicas = int(target.rsplit("-", 1)[1]) if target in REDIS_TARGETS else 1
+    return Topology(
+        work, a_replicas=replicas, data_dir=data_dir, store=store or "", cwd=src,
+        common_flags=["--log-level", "warning", "--shutdown-grace", "5"],
+        gateway_flags=["--server", server, "--drain-timeout", "0.2", *extra])
 
 
 @contextlib.asynccontextmanager
 async def started(name: str, children: Children, log_dir: Path,  # type: ignore[no-untyped-def]
                   store: str | None = None, extra: tuple[str, ...] = ()):
-    """Start target ``name`` on a free port and stop its whole process tree afterwards.
+    """Start target ``name`` on a port it chooses and stop it, and every process it is made
+    of, afterwards.
 
     ``name@DIR`` runs the target from the source tree DIR (a checkout or ``git archive`` of
     another commit): a before/after comparison side by side in one run, against the same
-    references.
+    references. DIR's servers must report their ports (``--ready-file``, this tree or later).
     """
     target, _, src = name.partition("@")
-    if target in REDIS_TARGETS:
-        async with _started_on_redis(name, int(target.rsplit("-", 1)[1]), children, log_dir,
-                                     Path(src) if src else None) as server:
-            yield server
-        return
-    port = free_port()
     label = name.replace("/", "_").replace("@", "-")
+    work = log_dir / label
+    work.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{label}-", dir=log_dir))
-    log = (log_dir / f"{label}.log").open("ab")
-    proc = await children.spawn(command(target, port, data_dir, store, extra), stdout=log,
-                                stderr=log, cwd=Path(src) if src else None)
-    log.close()
     try:
-        await _wait_ready(proc, port, http=target.startswith("chatsys"))
-        children.remember_tree(proc)
-        gateway = proc.pid
-        a_pid = None
         if target.startswith("chatsys"):
-            gateway = find_child(proc.pid, "gateway") or proc.pid
-            a_pid = find_child(proc.pid, "users", "chat")
-        yield Server(name, proc, port, gateway, a_pid)
+            system = chatsys_topology(target, work, data_dir, store, extra,
+                                      Path(src) if src else None)
+            try:
+                await system.start()
+                gateway, a = (next(m for m in system.members if m.module == module)
+                              for module in ("P", "A"))
+                assert gateway.proc is not None and a.proc is not None
+                await _wait_ready(gateway.proc, gateway.port, http=True)
+                yield Server(name, gateway.port, gateway.proc.pid, a.proc.pid)
+            finally:
+                await system.stop()
+        else:
+            proc, port = await _started_reference(target, children, work,
+                                                  Path(src) if src else None)
+            try:
+                yield Server(name, port, proc.pid)
+            finally:
+                await children.stop(proc)
     finally:
-        await children.stop(proc)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-async def _port_open(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
-
-
-@contextlib.asynccontextmanager
-async def _started_on_redis(name: str, replicas: int, children: Children,  # type: ignore[no-untyped-def]
-                            log_dir: Path, src: Path | None):
-    """A on ``replicas`` processes sharing one local redis-server, B, and one gateway (Granian)
-    balancing over every A: the scaled topology, on one machine.
-
-    Redis runs as the scaled deployment configures it (append-only file, fsync always), so an
-    acknowledged message is durable as with SQLite.
-    """
-    redis = shutil.which("redis-server")
-    if redis is None:
-        raise RuntimeError("redis-server is not installed")
-    label = name.replace("/", "_").replace("@", "-")
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{label}-", dir=log_dir))
-    log = (log_dir / f"{label}.log").open("ab")
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def spawn(cmd: list[str]) -> asyncio.subprocess.Process:
-        procs.append(await children.spawn(cmd, stdout=log, stderr=log, cwd=src))
-        return procs[-1]
-
-    try:
-        redis_port = free_port()
-        await spawn([redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "yes", "--appendfsync", "always", "--dir", str(work)])
-        async with asyncio.timeout(READY_TIMEOUT):
-            while True:
-                if await _port_open(redis_port):
-                    break
-                await asyncio.sleep(0.1)
-        common = ["--host", "127.0.0.1", "--log-level", "warning", "--drain-timeout", "0",
-                  "--shutdown-grace", "5"]
-        chatsys = [PYTHON, "-m", "chatsys"]
-        a_ports = [free_port() for _ in range(replicas)]
-        a_procs = [await spawn([*chatsys, "users", "chat", *common, "--port", str(port),
-                                "--metrics-port", str(free_port()), "--data-dir", str(work),
-                                "--store", f"redis://127.0.0.1:{redis_port}/0"])
-                   for port in a_ports]
-        b_port = free_port()
-        await spawn([*chatsys, "files", *common, "--port", str(b_port), "--metrics-port",
-                     str(free_port()), "--data-dir", str(work)])
-        a_addrs = ",".join(f"127.0.0.1:{port}" for port in a_ports)
-        port = free_port()
-        gateway = await spawn([*chatsys, "gateway", *common, "--port", str(port),
-                               "--users-addr", a_addrs, "--chat-addr", a_addrs,
-                               "--files-addr", f"127.0.0.1:{b_port}"])
-        await _wait_ready(gateway, port, http=True)
-        yield Server(name, gateway, port, gateway.pid, a_procs[0].pid)
-    finally:
-        log.close()
-        for proc in reversed(procs):  # the gateway first, Redis last
-            await children.stop(proc)
-        shutil.rmtree(work, ignore_errors=True)
+async def _started_reference(target: str, children: Children, work: Path,
+                             src: Path | None) -> tuple[asyncio.subprocess.Process, int]:
+    ready_file = work / "ready.json"
+    ready_file.unlink(missing_ok=True)
+    with (work / "server.log").open("ab") as log:
+        proc = await children.spawn(reference_command(target, ready_file), stdout=log,
+                                    stderr=log, cwd=src)
+    async with asyncio.timeout(READY_TIMEOUT):
+        while (ports := ready.read(ready_file)) is None:
+            if proc.returncode is not None:
+                raise RuntimeError(f"{target} exited with {proc.returncode} while starting: "
+                                   f"see {work / 'server.log'}")
+            await asyncio.sleep(0.05)
+    await _wait_ready(proc, ports.port, http=False)
+    return proc, ports.port
 
 
 class Profiler:

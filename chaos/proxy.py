@@ -50,6 +50,7 @@ class PartitionProxy:
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
                     ) -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+        self.port = listener.extra(SocketAttribute.local_port)  # listen_port 0: the one we got
         async with listener:
             task_status.started()
             await listener.serve(self._handle)

@@ -66,8 +66,7 @@ async def run(options: Options) -> dict[str, Any]:
 async def _run(options: Options, topology: Topology, began_wall: float) -> dict[str, Any]:
     assert topology.proxy is not None
     async with anyio.create_task_group() as infra:
-        await infra.start(topology.proxy.serve)
-        await topology.start()
+        await topology.start(infra)
         for node in topology.nodes.values():
             infra.start_soon(topology.watch, node)
         t0 = time.monotonic()

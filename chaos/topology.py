@@ -2,16 +2,21 @@
 replicas on it, two B replicas sharing one directory, two gateways, and the partition proxy.
 
 Gateway 0 reaches A-0 through the proxy and A-1 directly; gateway 1 reaches both directly.
-Every process runs in its own session (``chatsys.runtime.children.spawn``), keeps its port
-across restarts (the gateways are configured with fixed addresses), and logs to
-``OUT/logs/NAME.log``. ``Topology.stop`` stops everything; ``kill_all`` is the synchronous
-last resort (SIGCONT + SIGKILL to every process group ever started), for Ctrl-C and crashes.
+Every process runs in its own session (``chatsys.runtime.children.spawn``) and logs to
+``OUT/logs/NAME.log``. A, B and the gateways first bind port 0 and report the ports they got
+(``--ready-file``, :mod:`chatsys.runtime.ready`); their commands are then rewritten with those
+ports, so a restart brings a process back where the gateways (configured with fixed addresses)
+expect it. Redis is offered random ports until one is free (it cannot report one), as
+:mod:`chatsys.runtime.topology` does. ``Topology.stop`` stops everything; ``kill_all`` is the
+synchronous last resort (SIGCONT + SIGKILL to every process group ever started), for Ctrl-C
+and crashes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import signal
 import sys
@@ -25,7 +30,9 @@ import anyio.abc
 import httpx
 
 from chaos.proxy import PartitionProxy
-from chatsys.runtime.children import free_port, port_open, redis_pong, spawn, terminate
+from chatsys.runtime import ready
+from chatsys.runtime.children import spawn, terminate
+from chatsys.runtime.topology import REDIS_ATTEMPTS, REDIS_PORTS, redis_pid
 
 log = logging.getLogger("chaos.topology")
 READY_TIMEOUT = 60.0
@@ -35,6 +42,8 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 # is not yet reaped: once reaped, its pid (and so the group id) may belong to someone else's
 # process on this shared machine, and killpg would hit it.
 STARTED: list[anyio.abc.Process] = []
+PYTHON = [sys.executable, "-m", "chatsys"]
+COMMON = ["--host=127.0.0.1", "--log-level=info", "--drain-timeout=0.2", "--shutdown-grace=3"]
 
 
 class TopologyError(RuntimeError):
@@ -48,9 +57,10 @@ class Node:
     name: str  # redis, A-0, B-1, P-0 ...
     kind: str  # redis, A, B, P
     command: list[str]
-    port: int
+    port: int  # 0 until the first start has reported it
     metrics_port: int | None
     log_path: Path
+    ready_path: Path | None = None  # None: redis, which cannot report a port
     proc: anyio.abc.Process | None = None
     stopped_by_us: bool = False
     restarting: bool = False  # exits while a restart retries are that restart's business
@@ -67,6 +77,8 @@ class Node:
 
     async def start(self) -> None:
         self.stopped_by_us = False
+        if self.ready_path is not None:
+            self.ready_path.unlink(missing_ok=True)
         self.proc = await spawn(self.command, log_path=self.log_path,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         STARTED.append(self.proc)
@@ -99,14 +111,27 @@ class Node:
             raise TopologyError(f"{self.name} exited with "
                                 f"{self.proc.returncode if self.proc else None}\n"
                                 f"--- {self.log_path} ---\n{self.tail()}")
-        if self.kind == "redis":
-            return await redis_pong(self.port)
+        if self.ready_path is None:
+            return await redis_pid(self.port) == self.proc.pid
+        reported = ready.read(self.ready_path)
+        if reported is None:
+            return False
+        if self.port == 0:
+            self._keep(reported)
         if self.kind == "P":
             try:
                 return (await client.get(f"http://127.0.0.1:{self.port}/readyz")).status_code == 200
             except httpx.HTTPError:
                 return False
-        return await port_open(self.port) and await port_open(self.metrics_port or 0)
+        return True  # A and B report once both their ports listen
+
+    def _keep(self, reported: ready.Ports) -> None:
+        """The ports of the first start, kept for every restart."""
+        self.port = reported.port
+        self.metrics_port = reported.port if self.kind == "P" else reported.metrics_port
+        fixed = {"--port=0": f"--port={self.port}",
+                 "--metrics-port=0": f"--metrics-port={self.metrics_port}"}
+        self.command = [fixed.get(arg, arg) for arg in self.command]
 
     async def wait_ready(self, client: httpx.AsyncClient, within: float = READY_TIMEOUT) -> None:
         try:
@@ -161,56 +186,77 @@ class Topology:
                 return
 
     def plan(self) -> None:
-        """Choose ports and commands (nothing runs yet)."""
+        """Choose commands (nothing runs yet); the gateways' come once A, B and the proxy have
+        their ports (:meth:`start`)."""
         logs, data = self.out / "logs", self.out / "data"
-        logs.mkdir(parents=True, exist_ok=True)
+        for directory in (logs, self.out / "ready"):
+            directory.mkdir(parents=True, exist_ok=True)
         redis_dir, files_dir = data / "redis", data / "files"
         redis_dir.mkdir(parents=True, exist_ok=True)
         files_dir.mkdir(parents=True, exist_ok=True)
-        python = [sys.executable, "-m", "chatsys"]
-        common = ["--host=127.0.0.1", "--log-level=info", "--drain-timeout=0.2",
-                  "--shutdown-grace=3"]
-
-        def add(name: str, kind: str, command: list[str], port: int,
-                metrics: int | None = None) -> None:
-            self.nodes[name] = Node(name, kind, command, port, metrics, logs / f"{name}.log")
-
-        redis_port = free_port()
-        add("redis", "redis", [
-            REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(redis_port), "--dir",
-            str(redis_dir), "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-            "--protected-mode", "yes", "--maxmemory-policy", "noeviction"], redis_port)
-        store = f"--store=redis://127.0.0.1:{redis_port}/0"
+        self.add("redis", "redis", [
+            REDIS_SERVER, "--bind", "127.0.0.1", "--dir", str(redis_dir), "--appendonly", "yes",
+            "--appendfsync", "always", "--save", "", "--protected-mode", "yes",
+            "--maxmemory-policy", "noeviction"])
         for i in range(2):
-            port, metrics = free_port(), free_port()
-            add(f"A-{i}", "A", [*python, "users", "chat", f"--port={port}",
-                                f"--metrics-port={metrics}", f"--data-dir={data / f'a{i}'}",
-                                store, *common], port, metrics)
+            self.add(f"A-{i}", "A", [*PYTHON, "users", "chat", "--port=0", "--metrics-port=0",
+                                     f"--data-dir={data / f'a{i}'}", *COMMON])
         for i in range(2):
-            port, metrics = free_port(), free_port()
-            add(f"B-{i}", "B", [*python, "files", f"--port={port}", f"--metrics-port={metrics}",
-                                f"--data-dir={files_dir}", *common], port, metrics)
-        a0, a1 = self.nodes["A-0"].port, self.nodes["A-1"].port
-        self.proxy = PartitionProxy(upstream_port=a0, listen_port=free_port())
-        b = ",".join(f"127.0.0.1:{n.port}" for n in self.of_kind("B"))
-        a_via_proxy = f"127.0.0.1:{self.proxy.port},127.0.0.1:{a1}"
-        a_direct = f"127.0.0.1:{a0},127.0.0.1:{a1}"
-        for i, a in enumerate((a_via_proxy, a_direct)):
-            port = free_port()
-            add(f"P-{i}", "P", [*python, "gateway", f"--port={port}", f"--users-addr={a}",
-                                f"--chat-addr={a}", f"--files-addr={b}", *common,
-                                *self.gateway_flags], port, port)
+            self.add(f"B-{i}", "B", [*PYTHON, "files", "--port=0", "--metrics-port=0",
+                                     f"--data-dir={files_dir}", *COMMON])
+        self.proxy = PartitionProxy(upstream_port=0, listen_port=0)  # both known in start()
 
-    async def start(self) -> None:
-        """Start in dependency order, each kind ready before the next (the proxy runs in the
-        caller's task group)."""
+    def add(self, name: str, kind: str, command: list[str]) -> None:
+        ready_path = None if kind == "redis" else self.out / "ready" / f"{name}.json"
+        if ready_path is not None:
+            command = [*command, f"--ready-file={ready_path}"]
+        self.nodes[name] = Node(name, kind, command, 0, None, self.out / "logs" / f"{name}.log",
+                                ready_path)
+
+    async def start(self, infra: anyio.abc.TaskGroup) -> None:
+        """Start in dependency order, each kind ready before the next. The proxy runs in the
+        caller's task group ``infra``, started once A-0's port is known."""
+        assert self.proxy is not None
         async with httpx.AsyncClient(timeout=2.0) as client:
-            for kinds in (("redis",), ("A", "B"), ("P",)):
-                batch = [n for n in self.nodes.values() if n.kind in kinds]
-                for node in batch:
-                    await node.start()
-                for node in batch:
-                    await node.wait_ready(client)
+            await self._start_redis(client)
+            store = f"--store=redis://127.0.0.1:{self.nodes['redis'].port}/0"
+            batch = self.of_kind("A") + self.of_kind("B")
+            for node in batch:
+                if node.kind == "A":
+                    node.command.insert(-1, store)
+                await node.start()
+            for node in batch:
+                await node.wait_ready(client)
+            a0, a1 = self.nodes["A-0"].port, self.nodes["A-1"].port
+            self.proxy.upstream_port = a0
+            await infra.start(self.proxy.serve)
+            b = ",".join(f"127.0.0.1:{n.port}" for n in self.of_kind("B"))
+            a_via_proxy = f"127.0.0.1:{self.proxy.port},127.0.0.1:{a1}"
+            a_direct = f"127.0.0.1:{a0},127.0.0.1:{a1}"
+            for i, a in enumerate((a_via_proxy, a_direct)):
+                self.add(f"P-{i}", "P", [*PYTHON, "gateway", "--port=0", f"--users-addr={a}",
+                                         f"--chat-addr={a}", f"--files-addr={b}", *COMMON,
+                                         *self.gateway_flags])
+            for node in self.gateways:
+                await node.start()
+            for node in self.gateways:
+                await node.wait_ready(client)
+
+    async def _start_redis(self, client: httpx.AsyncClient) -> None:
+        node = self.nodes["redis"]
+        base = list(node.command)
+        for attempt in range(REDIS_ATTEMPTS):
+            node.port = random.randint(*REDIS_PORTS)
+            node.command = [*base, "--port", str(node.port)]
+            await node.start()
+            try:
+                await node.wait_ready(client)
+                return
+            except TopologyError:
+                if node.proc is None or node.proc.returncode is None \
+                        or attempt + 1 == REDIS_ATTEMPTS:
+                    raise
+                log.info("redis could not listen on %d: another port", node.port)
 
     async def restart(self, node: Node) -> None:
         """Start ``node`` again on its port, and wait until it answers."""

@@ -13,8 +13,9 @@ from functools import partial
 from typing import Any
 
 import anyio
+from anyio.abc import TaskStatus
 
-from chatsys.runtime import grpc_server, lifecycle, metrics
+from chatsys.runtime import grpc_server, lifecycle, metrics, ready
 from chatsys.runtime.grpc_server import Probe
 from chatsys.runtime.settings import Settings
 from chatsys.runtime.storage import StoreConfigError, StoreUnavailable, backend_for
@@ -23,7 +24,10 @@ from chatsys.runtime.supervision import Policy, TaskBoard, supervise
 log = logging.getLogger("chatsys.services")
 
 
-async def serve(settings: Settings, stop: anyio.Event) -> None:
+async def serve(settings: Settings, stop: anyio.Event, *,
+                task_status: TaskStatus[ready.Ports] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Serve until ``stop``; reports the bound gRPC and metrics ports through ``task_status``
+    (and ``--ready-file``) once both listen, so ``--port 0 --metrics-port 0`` is usable."""
     services: list[Any] = []
     tasks = TaskBoard()  # health is NOT_SERVING while a supervised task is down
     probes: list[Probe] = [tasks.probe]
@@ -79,6 +83,9 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
             port = await grpc_tg.start(grpc_server.serve_grpc, settings, services, probes, stop)
             log.info("ready: gRPC port %d, metrics port %d (%s)", port, metrics_port,
                      " ".join(settings.verbs))
+            bound = ready.Ports(port, metrics_port)
+            ready.write(settings.ready_file, bound)
+            task_status.started(bound)
         # The gRPC server is closed: no append can arrive any more; commit what is queued.
         if batcher is not None:
             batcher.close()

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatsys.runtime import ready
 from tests import grpc_services
-from tests.support import Proc, free_port, http_ok, running
+from tests.support import Proc, http_ok, running_reported
 
 SERVERS = ["granian", "hypercorn"]
 
@@ -26,14 +27,17 @@ class Gateway:
 @contextlib.contextmanager
 def start_gateway(users_chat_port: int, files_port: int, log_dir: Path, server: str = "granian",
                   *extra: str, port: int | None = None) -> Iterator[Gateway]:
-    port = port or free_port()
     a = f"127.0.0.1:{users_chat_port}"
-    args = ["gateway", "--host=127.0.0.1", f"--port={port}", f"--server={server}",
+    args = ["gateway", "--host=127.0.0.1", f"--port={port or 0}", f"--server={server}",
             f"--users-addr={a}", f"--chat-addr={a}", f"--files-addr=127.0.0.1:{files_port}",
             "--drain-timeout=0.2", "--grpc-timeout=2", *extra]
-    with running(args, ready=lambda: http_ok(f"http://127.0.0.1:{port}/readyz"),
-                 log_dir=log_dir) as proc:
-        yield Gateway(proc, port)
+    with running_reported(args, log_dir=log_dir, ready_check=_serving) as (proc, ports):
+        yield Gateway(proc, ports.port)
+
+
+def _serving(ports: ready.Ports) -> bool:
+    """A gateway listens before its pools reach A and B."""
+    return http_ok(f"http://127.0.0.1:{ports.port}/readyz")
 
 
 @dataclass
@@ -63,9 +67,8 @@ def start_system(tmp: Path, server: str = "granian", *gateway_flags: str,
 def start_all(data_dir: Path, log_dir: Path, server: str = "granian",
               port: int | None = None, *extra: str) -> Iterator[Gateway]:
     """``python -m chatsys all`` exactly as a user runs it."""
-    port = port or free_port()
-    args = ["all", f"--port={port}", f"--data-dir={data_dir}", f"--server={server}",
+    args = ["all", f"--port={port or 0}", f"--data-dir={data_dir}", f"--server={server}",
             "--drain-timeout=0.2", *extra]
-    with running(args, ready=lambda: http_ok(f"http://127.0.0.1:{port}/readyz"),
-                 log_dir=log_dir, timeout=60) as proc:
-        yield Gateway(proc, port)
+    # `all` writes its ready file once the gateway's /readyz has answered 200.
+    with running_reported(args, log_dir=log_dir, timeout=60) as (proc, ports):
+        yield Gateway(proc, ports.port)

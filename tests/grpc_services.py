@@ -1,4 +1,4 @@
-"""Starting modules A and B as real processes for tests, on free ports."""
+"""Starting modules A and B as real processes for tests, on the ports they bind themselves."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import Proc, free_port, port_open, running
+from tests.support import Proc, running_reported
 
 
 @dataclass
@@ -20,10 +20,9 @@ class Service:
 
 @contextlib.contextmanager
 def start(verbs: list[str], data_dir: Path, *extra: str) -> Iterator[Service]:
-    port, metrics_port = free_port(), free_port()
     # --flag=value: support.running names the log file after the arguments not starting with "-".
-    args = [*verbs, "--host=127.0.0.1", f"--port={port}", f"--metrics-port={metrics_port}",
+    args = [*verbs, "--host=127.0.0.1", "--port=0", "--metrics-port=0",
             f"--data-dir={data_dir}", "--drain-timeout=0.1", *extra]
-    with running(args, ready=lambda: port_open(port) and port_open(metrics_port),
-                 log_dir=data_dir.parent) as proc:
-        yield Service(proc, port, metrics_port, data_dir)
+    with running_reported(args, log_dir=data_dir.parent) as (proc, ports):
+        assert ports.metrics_port is not None
+        yield Service(proc, ports.port, ports.metrics_port, data_dir)

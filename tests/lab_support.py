@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = "/usr/bin/prometheus"
+LISTENING = re.compile(r'msg="Listening on" address=127\.0\.0\.1:(\d+)')
 
 
 def _kill_group(pid: int) -> None:
@@ -101,24 +103,34 @@ def run_lab(*args: str, out: Path, timeout: float = 90.0,
 
 
 @contextlib.contextmanager
-def prometheus(config: str, workdir: Path, port: int) -> Iterator[str]:
-    """A real Prometheus on ``127.0.0.1:port`` with ``config``; yields its URL once ready."""
+def prometheus(config: str, workdir: Path) -> Iterator[str]:
+    """A real Prometheus with ``config`` on a loopback port it binds itself (port 0: the port
+    it got is read from its "Listening on" log line); yields its URL once ready."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "prometheus.yml").write_text(config)
-    log = (workdir / "prometheus.log").open("w")
+    log_path = workdir / "prometheus.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}",
-         f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+         f"--storage.tsdb.path={workdir / 'tsdb'}", "--web.listen-address=127.0.0.1:0"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
-    url = f"http://127.0.0.1:{port}"
+    found: list[str] = []
+
+    def ready() -> bool:
+        if not found:
+            match = LISTENING.search(log_path.read_text())
+            if match is None:
+                return False
+            found.append(f"http://127.0.0.1:{match[1]}")
+        return httpx.get(f"{found[0]}/-/ready", timeout=1).status_code == 200
+
     try:
         try:
-            wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=1).status_code == 200,
-                       timeout=30, what="prometheus", proc=proc)  # type: ignore[arg-type]
+            wait_until(ready, timeout=30, what="prometheus", proc=proc)  # type: ignore[arg-type]
         except (TimeoutError, RuntimeError) as exc:
-            raise RuntimeError(f"{exc}\n{(workdir / 'prometheus.log').read_text()}") from None
-        yield url
+            raise RuntimeError(f"{exc}\n{log_path.read_text()}") from None
+        yield found[0]
     finally:
         proc.terminate()
         try:

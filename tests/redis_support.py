@@ -1,4 +1,4 @@
-"""A real ``redis-server`` for tests: its own free loopback port, its own directory, always stopped.
+"""A real ``redis-server`` for tests: its own loopback port, its own directory, always stopped.
 
 The server runs as the scaled deployment configures it (append-only file, ``appendfsync
 always``), so what the tests see about durability is what production gets. Nothing is mocked.
@@ -7,6 +7,7 @@ always``), so what the tests see about durability is what production gets. Nothi
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Proc, free_port, running_command
+from chatsys.runtime.topology import REDIS_ATTEMPTS, REDIS_PORTS
+from tests.support import Proc, running_command
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -37,20 +39,50 @@ def redis_ping(port: int) -> bool:
         return s.recv(64).startswith(b"+PONG")
 
 
+def redis_pid(port: int) -> int | None:
+    """The pid of the Redis answering on ``port`` (so a test never takes someone else's)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+        s.sendall(b"INFO server\r\n")
+        reply = b""
+        while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                return None
+            reply += chunk
+    line = reply.split(b"process_id:", 1)[1].split(b"\r\n", 1)[0]
+    return int(line)
+
+
 @contextlib.contextmanager
 def start_redis(directory: Path, *, port: int | None = None) -> Iterator[RedisServer]:
-    """A redis-server on ``port`` (default: a free one) keeping its AOF in ``directory``; start
-    it again on the same directory and port to test a restart."""
+    """A redis-server keeping its AOF in ``directory``, on ``port`` or, by default, on one it
+    could bind (Redis cannot report a port it chose: it is offered random ones until one is
+    free, as :mod:`chatsys.runtime.topology` does); start it again on the same directory and
+    port to test a restart."""
     if not Path(REDIS_SERVER).exists():
         pytest.fail("redis-server is not installed (apt-get install redis-server)")
     directory.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
-            "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-            "--protected-mode", "yes", "--maxmemory-policy", "noeviction"]
-    with running_command(args, ready=lambda: redis_ping(port), log_dir=directory,
-                         name="redis-server") as proc:
-        yield RedisServer(port, directory, proc)
+    for attempt in range(1 if port else REDIS_ATTEMPTS):
+        chosen = port or random.randint(*REDIS_PORTS)
+        args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(chosen), "--dir",
+                str(directory), "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                "--protected-mode", "yes", "--maxmemory-policy", "noeviction"]
+        started = contextlib.ExitStack()
+        try:
+            proc = started.enter_context(running_command(
+                args, ready=lambda proc, chosen=chosen: _ours(chosen, proc),  # type: ignore[misc]
+                log_dir=directory, name="redis-server"))
+        except RuntimeError as exc:
+            if port or "Address already in use" not in str(exc) or attempt + 1 == REDIS_ATTEMPTS:
+                raise
+            continue
+        with started:
+            yield RedisServer(chosen, directory, proc)
+        return
+
+
+def _ours(port: int, proc: Proc) -> bool:
+    return redis_ping(port) and redis_pid(port) == proc.pid
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,9 @@
-"""Starting real chatsys processes for tests: free ports, readiness polled with a deadline,
-and cleanup that kills the whole process group even when a test fails."""
+"""Starting real chatsys processes for tests: readiness polled with a deadline, and cleanup
+that kills the whole process group even when a test fails.
+
+Servers bind port 0 and report what they got through ``--ready-file`` (the protocol of
+:mod:`chatsys.runtime.ready`, read here synchronously): :func:`running_reported`. No port is
+picked by the test and bound by the child later."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from chatsys.runtime.children import free_port as free_port  # one definition, re-exported
+from chatsys.runtime import ready
 
 PYTHON = sys.executable
 
@@ -35,6 +39,14 @@ def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{what} not ready within {timeout}s")
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on right now, for a test that needs "nothing is there"
+    on purpose (never to start a server on)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -125,11 +137,51 @@ def running(args: Sequence[str], ready: Callable[[], bool], *, timeout: float = 
 
 
 @contextlib.contextmanager
-def running_command(command: Sequence[str], ready: Callable[[], bool], *, name: str,
+def running_reported(args: Sequence[str], *, timeout: float = 30.0, log_dir: Path | None = None,
+                     env: dict[str, str] | None = None,
+                     ready_check: Callable[[ready.Ports], bool] | None = None,
+                     ) -> Iterator[tuple[Proc, ready.Ports]]:
+    """Like :func:`running` for a chatsys server started with ``--port=0`` (and
+    ``--metrics-port=0``): yields the ports it reports once listening. ``ready_check`` may add
+    a condition on them (a gateway's ``/readyz``).
+
+    The process's ``args`` are then rewritten with the ports it got, so a test that kills it
+    and starts ``proc.args`` again gets it back on the same ports."""
+    name = "-".join(a for a in args if not a.startswith("-"))[:40] or "proc"
+    log_path = _log_path(log_dir, name)
+    ready_path = log_path.with_suffix(".ready.json")
+    found: list[ready.Ports] = []
+
+    def reported() -> bool:
+        if not found:
+            ports = ready.read(ready_path)
+            if ports is None:
+                return False
+            found.append(ports)
+        return ready_check is None or ready_check(found[0])
+
+    proc = Proc([*args, f"--ready-file={ready_path}"], log_path, dict(env or {}))
+    with _running(proc, reported, timeout):
+        ports = found[0]
+        proc.args = [_with_port(a, ports) for a in proc.args]
+        yield proc, ports
+
+
+def _with_port(arg: str, ports: ready.Ports) -> str:
+    if arg == "--port=0":
+        return f"--port={ports.port}"
+    if arg == "--metrics-port=0" and ports.metrics_port is not None:
+        return f"--metrics-port={ports.metrics_port}"
+    return arg
+
+
+@contextlib.contextmanager
+def running_command(command: Sequence[str], ready: Callable[[Proc], bool], *, name: str,
                     timeout: float = 30.0, log_dir: Path | None = None) -> Iterator[Proc]:
-    """Like :func:`running` for a program that is not chatsys (a redis-server)."""
-    with _running(Proc(list(command), _log_path(log_dir, name), chatsys=False), ready,
-                  timeout) as proc:
+    """Like :func:`running` for a program that is not chatsys (a redis-server); ``ready`` is
+    given the process, to tell it from another one answering on the same port."""
+    proc = Proc(list(command), _log_path(log_dir, name), chatsys=False)
+    with _running(proc, lambda: ready(proc), timeout):
         yield proc
 
 

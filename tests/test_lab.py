@@ -34,7 +34,7 @@ from tests.lab_support import (
     targets_up,
     wait_for_line,
 )
-from tests.support import free_port, http_ok, running, wait_until
+from tests.support import http_ok, running_reported, wait_until
 
 T0 = 1_800_000_000.0
 
@@ -299,24 +299,23 @@ def prom_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A, B and P started here; Prometheus scrapes them; the lab reads Prometheus back."""
     base = tmp_path_factory.mktemp("lab-prom")
     data = base / "data"
-    a, a_metrics, b, b_metrics, p, prom_port = (free_port() for _ in range(6))
     # --flag=value: tests.support names log files after the non-flag arguments.
-    common = ["--host=127.0.0.1", f"--data-dir={data}", "--drain-timeout=0"]
-    with running(["users", "chat", "--port", str(a), "--metrics-port", str(a_metrics), *common],
-                 lambda: http_ok(f"http://127.0.0.1:{a_metrics}/metrics"), log_dir=base), \
-         running(["files", "--port", str(b), "--metrics-port", str(b_metrics), *common],
-                 lambda: http_ok(f"http://127.0.0.1:{b_metrics}/metrics"), log_dir=base), \
-         running(["gateway", "--host", "127.0.0.1", "--port", str(p), "--users-addr",
-                  f"127.0.0.1:{a}", "--chat-addr", f"127.0.0.1:{a}", "--files-addr",
-                  f"127.0.0.1:{b}", "--drain-timeout", "0"],
-                 lambda: http_ok(f"http://127.0.0.1:{p}/readyz"), log_dir=base), \
-         prometheus(_prometheus_config({"gw-0": ("gateway", p), "chat-0": ("users-chat", a_metrics),
-                                        "files-0": ("files", b_metrics)}),
-                    base / "prometheus", prom_port) as url:
+    common = ["--host=127.0.0.1", "--drain-timeout=0", "--port=0"]
+    grpc = [*common, "--metrics-port=0", f"--data-dir={data}"]
+    with running_reported(["users", "chat", *grpc], log_dir=base) as (_, a), \
+         running_reported(["files", *grpc], log_dir=base) as (_, b), \
+         running_reported(["gateway", *common, f"--users-addr=127.0.0.1:{a.port}",
+                           f"--chat-addr=127.0.0.1:{a.port}", f"--files-addr=127.0.0.1:{b.port}"],
+                          ready_check=lambda p: http_ok(f"http://127.0.0.1:{p.port}/readyz"),
+                          log_dir=base) as (_, gw), \
+         prometheus(_prometheus_config({"gw-0": ("gateway", gw.port),
+                                        "chat-0": ("users-chat", a.metrics_port or 0),
+                                        "files-0": ("files", b.metrics_port or 0)}),
+                    base / "prometheus") as url:
         wait_until(lambda: targets_up(url, "chatsys", 3), timeout=30, what="scrape targets up")
         out = base / "run"
         code, progress = run_lab("run", "baseline", "--users", "10", "--spawn-rate", "10",
-                                 "--run-time", "8s", "--host", f"http://127.0.0.1:{p}",
+                                 "--run-time", "8s", "--host", f"http://127.0.0.1:{gw.port}",
                                  "--prometheus", url, "--label", "via-prometheus", out=out)
         assert code == 0, progress
     return out

@@ -158,9 +158,9 @@ def test_gateway_refusing_the_upgrade_is_a_named_failure(chatsys: Gateway,
 
 
 def test_gateway_down_is_a_connect_failure_not_a_hang(tmp_path: Path) -> None:
-    from tests.support import free_port
+    from tests.support import unused_port
 
-    run = run_locust(free_port(), tmp_path / "down", "-u", "4", "-r", "4", "-t", "4s",
+    run = run_locust(unused_port(), tmp_path / "down", "-u", "4", "-r", "4", "-t", "4s",
                      timeout=30)
     assert run.returncode == 1
     assert run.failed(CONNECT) == run.count(CONNECT) >= 4

@@ -20,7 +20,8 @@ import anyio
 import pytest
 
 from tests.chat_client import ChatClient
-from tests.support import free_port, http_ok, running_command
+from chatsys.runtime import ready
+from tests.support import http_ok, running_command
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the lab's extras bring; none of it may be imported by the product.
@@ -157,12 +158,20 @@ def test_pip_install_without_extras_serves_and_refuses_the_lab(tmp_path: Path) -
     assert where.startswith(str(env_dir)), where
     assert tools == "[]", tools
 
-    port = free_port()
+    ready_file = tmp_path / "all.ready.json"
     command = ["env", "-u", "PYTHONPATH", f"--chdir={tmp_path}", python, "-m", "chatsys", "all",
-               "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path / "data")]
-    with running_command(command, lambda: http_ok(f"http://127.0.0.1:{port}/readyz"),
-                         name="installed-all", timeout=90, log_dir=tmp_path) as proc:
-        anyio.run(_join_round_trip, port)
+               "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready_file),
+               "--data-dir", str(tmp_path / "data")]
+
+    def serving(_: object) -> bool:
+        ports = ready.read(ready_file)
+        return ports is not None and http_ok(f"http://127.0.0.1:{ports.port}/readyz")
+
+    with running_command(command, serving, name="installed-all", timeout=90,
+                         log_dir=tmp_path) as proc:
+        ports = ready.read(ready_file)
+        assert ports is not None
+        anyio.run(_join_round_trip, ports.port)
         proc.signal(15)
         assert proc.wait(timeout=30) == 0, proc.output()
 

@@ -39,7 +39,7 @@ from chatsys.stubs.chatsys.chat.v1 import (
 from tests import grpc_services
 from tests.chat_client import ChatClient
 from tests.redis_support import RedisServer, flush_db, start_redis
-from tests.support import Proc, free_port, http_ok, running
+from tests.support import Proc, http_ok, running_reported, unused_port
 
 pytestmark = pytest.mark.anyio
 SCALE_DB = 2  # the contract suite empties database 1 of the same server
@@ -77,12 +77,11 @@ def start_topology(tmp: Path, redis: RedisServer, *gateway_extra: str,
         b = [stack.enter_context(grpc_services.start(["files"], shared)) for _ in (1, 2)]
         started = []
         for _ in range(gateways):
-            port = free_port()
-            proc = stack.enter_context(running(
-                gateway_args(port, [s.port for s in a], [s.port for s in b], *gateway_extra),
-                ready=lambda port=port: http_ok(f"http://127.0.0.1:{port}/readyz"),  # type: ignore[misc]
+            proc, ports = stack.enter_context(running_reported(
+                gateway_args(0, [s.port for s in a], [s.port for s in b], *gateway_extra),
+                ready_check=lambda ports: http_ok(f"http://127.0.0.1:{ports.port}/readyz"),
                 log_dir=tmp))
-            started.append((proc, port))
+            started.append((proc, ports.port))
         yield Topology(redis, a, b, started)
 
 
@@ -304,7 +303,7 @@ async def test_a_frozen_replica_is_left_by_keepalive(tmp_path: Path,
 
 
 def test_a_without_redis_exits_with_a_clear_error(tmp_path: Path) -> None:
-    port = free_port()  # nothing listens there
+    port = unused_port()  # nothing listens there
     result = subprocess.run(
         [sys.executable, "-m", "chatsys", "users", "chat", f"--store=redis://127.0.0.1:{port}/0",
          "--host=127.0.0.1", "--port=0", "--metrics-port=0", f"--data-dir={tmp_path}"],

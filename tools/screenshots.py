@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))  # the helpers the tests use to start processes an
 from playwright.sync_api import expect  # noqa: E402
 
 from tests.browser_support import ChatPage, chromium  # noqa: E402
-from tests.support import free_port, http_ok, running  # noqa: E402
+from tests.support import running_reported  # noqa: E402
 
 MAX_FILE_BYTES = 1024 * 1024
 REPORT = b"users,connect_mean_ms,ack_p99_ms\n2000,3.1,9.4\n5000,4.0,18.2\n"
@@ -32,13 +32,12 @@ REPORT = b"users,connect_mean_ms,ack_p99_ms\n2000,3.1,9.4\n5000,4.0,18.2\n"
 
 def take(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="chatsys-shots-") as tmp:
-        args = ["all", "--host=127.0.0.1", f"--port={port}", f"--data-dir={tmp}/data",
+        args = ["all", "--host=127.0.0.1", "--port=0", f"--data-dir={tmp}/data",
                 f"--max-file-bytes={MAX_FILE_BYTES}", "--drain-timeout=0.2"]
-        with running(args, ready=lambda: http_ok(f"http://127.0.0.1:{port}/readyz"),
-                     log_dir=Path(tmp), timeout=60) as system, chromium() as browser:
-            base = f"http://127.0.0.1:{port}"
+        with running_reported(args, log_dir=Path(tmp), timeout=60) as (system, ports), \
+                chromium() as browser:
+            base = f"http://127.0.0.1:{ports.port}"
             alice, bob, carol = (ChatPage.open(browser, base) for _ in range(3))
             alice.join("alice", "lobby")
             bob.join("bob", "lobby")

@@ -11,20 +11,24 @@ import logging
 from functools import partial
 
 import anyio
+from anyio.abc import TaskStatus
 
 from chatsys.gateway.app import create_app
 from chatsys.gateway.connection import WS_1001_GOING_AWAY
 from chatsys.gateway.servers import make_server
 from chatsys.gateway.state import Gateway
 from chatsys.gateway.transport import WebSocketTransport
-from chatsys.runtime import lifecycle, metrics
+from chatsys.runtime import lifecycle, metrics, ready
 from chatsys.runtime.settings import Settings
 from chatsys.runtime.supervision import Policy, supervise
 
 log = logging.getLogger("chatsys.gateway")
 
 
-async def serve(settings: Settings, stop: anyio.Event) -> None:
+async def serve(settings: Settings, stop: anyio.Event, *,
+                task_status: TaskStatus[ready.Ports] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Serve until ``stop``, then drain; reports the bound port through ``task_status`` (and
+    ``--ready-file``) once it accepts connections, so ``--port 0`` is usable."""
     gateway = Gateway.create(settings)
     metrics.count_asyncio_tasks()
     app = WebSocketTransport(create_app(gateway))
@@ -49,6 +53,8 @@ async def serve(settings: Settings, stop: anyio.Event) -> None:
                 port = await serving.start(server.serve, app, server_stop)
                 log.info("gateway (%s) listening on http://%s:%d", settings.server,
                          settings.host, port)
+                ready.write(settings.ready_file, ready.Ports(port))
+                task_status.started(ready.Ports(port))
                 await stop.wait()
                 await drain(gateway)
                 server_stop.set()

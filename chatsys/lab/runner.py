@@ -25,10 +25,10 @@ from chatsys.lab.locust_run import LocustProcess, Progress
 from chatsys.lab.samples import write_jsonl
 from chatsys.lab.scenarios import Scenario
 from chatsys.lab.scrape import Scraper, ScrapeTarget, open_metrics
-from chatsys.lab.topology import Topology, TopologyError
 from chatsys.runtime import lifecycle
 from chatsys.runtime.children import wait_any
 from chatsys.runtime.supervision import Policy, supervise
+from chatsys.runtime.topology import Topology, TopologyError
 
 log = logging.getLogger("chatsys.lab")
 EXIT_OK, EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130

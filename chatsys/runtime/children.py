@@ -1,4 +1,5 @@
-"""Child processes of a supervisor (``chatsys all``, ``gateway --workers N``, the lab).
+"""Child processes of a supervisor (:mod:`chatsys.runtime.topology` for ``chatsys all``, the
+lab and bench; ``gateway --workers N``; chaos).
 
 Children run in their own sessions, so a terminal's Ctrl-C reaches only the supervisor, which
 then stops them in the order it chooses; a child that dies on its own is reported so the
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
@@ -20,13 +20,6 @@ import anyio
 import anyio.abc
 
 log = logging.getLogger("chatsys.children")
-
-
-def free_port() -> int:
-    """A loopback port free right now, for a child told to listen on it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def spawn(command: Sequence[str], *, log_path: Path | None = None,
@@ -50,27 +43,6 @@ async def watch(name: str, proc: anyio.abc.Process, died: anyio.Event,
     if not stop.is_set():
         log.error("%s (pid %d) exited unexpectedly with %s", name, proc.pid, code)
         died.set()
-
-
-async def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    """Something accepts connections on ``host:port`` (a child that has started listening)."""
-    try:
-        stream = await anyio.connect_tcp(host, port)
-    except OSError:
-        return False
-    await stream.aclose()
-    return True
-
-
-async def redis_pong(port: int, host: str = "127.0.0.1") -> bool:
-    """A PING answered with PONG: a bound port alone may still be loading the AOF."""
-    try:
-        async with await anyio.connect_tcp(host, port) as stream:
-            await stream.send(b"PING\r\n")
-            with anyio.fail_after(2):
-                return (await stream.receive()).startswith(b"+PONG")
-    except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError):
-        return False
 
 
 async def wait_any(*events: anyio.Event) -> None:

@@ -191,6 +191,8 @@ class Settings:
         "on shutdown, seconds between readiness turning false and sockets closing", EVERY_VERB)
     shutdown_grace: float = option(_positive_float, 10.0,
                                    "hard limit on a graceful shutdown, seconds", EVERY_VERB)
+    ready_file: str = option(
+        str, "", "once listening, write the bound ports there as JSON (for --port 0)", EVERY_VERB)
 
     @property
     def store_url(self) -> str:

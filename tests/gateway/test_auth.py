@@ -13,7 +13,7 @@ from chatsys.gateway.clients.users import UsersClient
 from chatsys.runtime.grpc_clients import ChannelPool, parse_target
 from chatsys.stubs.chatsys.users.v1 import Session
 from chatsys.tokens import TokenSigner
-from tests.support import free_port
+from tests.support import unused_port
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +25,7 @@ def anyio_backend() -> str:
 
 async def test_signed_tokens_need_no_a_and_others_go_to_it() -> None:
     signer = TokenSigner("a secret of sixteen+ chars")
-    users = UsersClient(Caller(ChannelPool(parse_target(f"127.0.0.1:{free_port()}")), 2.0))
+    users = UsersClient(Caller(ChannelPool(parse_target(f"127.0.0.1:{unused_port()}")), 2.0))
     auth = Authenticator(signer, users)
     try:
         session = Session(id="s1", user="ann", room="lobby", created_ms=time.time_ns() // 10**6)

@@ -18,7 +18,7 @@ from chatsys.gateway.clients.caller import Caller, Retry
 from chatsys.runtime.grpc_clients import ChannelPool, Target, parse_target
 from chatsys.stubs.chatsys.chat.v1 import ChatServiceBase, HistoryRequest, HistoryResponse, Message
 from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
-from tests.support import free_port
+from tests.support import unused_port
 
 pytestmark = pytest.mark.anyio
 
@@ -61,7 +61,7 @@ async def _history(channel: Channel, seconds: float) -> int:
 @pytest.mark.parametrize("retry", [Retry.UNSENT, Retry.BROKEN])
 async def test_a_refused_connection_moves_any_call_to_another_endpoint(
         live_port: int, retry: Retry) -> None:
-    dead = free_port()
+    dead = unused_port()
     caller = _caller(dead, live_port)
     try:
         for _ in range(4):  # whichever endpoint the rotation starts with

@@ -5,6 +5,7 @@ the gateway speaks upb messages: the wire format is all they share."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -23,7 +24,7 @@ from chatsys.stubs.chatsys.chat.v1 import (
     Message,
 )
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import AppendRequest as UpbAppendRequest
-from tests.support import free_port
+from tests.support import unused_port
 
 pytestmark = pytest.mark.anyio
 
@@ -54,8 +55,9 @@ class OldChatService(ChatServiceBase):
 async def old_a() -> AsyncIterator[tuple[OldChatService, int]]:
     service = OldChatService()
     server = Server([service])
-    port = free_port()
-    await server.start("127.0.0.1", port)
+    sock = socket.create_server(("127.0.0.1", 0))  # bound here: no port passed on and lost
+    port = sock.getsockname()[1]
+    await server.start(sock=sock)
     try:
         yield service, port
     finally:
@@ -78,7 +80,7 @@ async def test_appends_fall_back_to_one_call_each_on_an_old_a(
 
 
 async def test_nothing_reachable_is_unavailable() -> None:
-    chat = _client(f"127.0.0.1:{free_port()}", timeout=2.0)
+    chat = _client(f"127.0.0.1:{unused_port()}", timeout=2.0)
     try:
         with pytest.raises(Unavailable):
             await chat._append_batch([UpbAppendRequest(room="r", user="u", text="x")])
