@@ -19,8 +19,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.chat_client import ChatClient
 from chatsys.runtime import ready
+from tests.chat_client import ChatClient
 from tests.support import http_ok, running_command
 
 ROOT = Path(__file__).resolve().parents[1]
