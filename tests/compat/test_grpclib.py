@@ -148,8 +148,8 @@ async def test_keepalive_options_are_configuration_fields() -> None:
 
 def test_reflection_in_both_versions_takes_names_and_a_pool() -> None:
     """Read from grpclib's sources, not imported: its reflection messages cannot share a process
-    with grpcio's, which tests/test_grpc_health_reflection.py uses (that test also checks both
-    versions end to end, against a real server)."""
+    with grpcio's, which tests/runtime/test_grpc_health_reflection.py uses (that test also
+    checks both versions end to end, against a real server)."""
     package = Path(grpclib.__file__).parent / "reflection"
     for module in ("service.py", "_deprecated.py"):
         tree = ast.parse((package / module).read_text())

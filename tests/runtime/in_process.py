@@ -3,7 +3,7 @@ real WebSocket join and message round trip: ``python -m tests.runtime.in_process
 
 It runs in an interpreter of its own because A's gRPC server describes health with grpclib's
 ``health_pb2``, which cannot share a protobuf descriptor pool with grpcio's ``grpc_health``
-(loaded by ``tests/test_grpc_health_reflection.py``): the two define the same symbols.
+(loaded by ``tests/runtime/test_grpc_health_reflection.py``): the two define the same symbols.
 """
 
 from __future__ import annotations

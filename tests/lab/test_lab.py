@@ -36,6 +36,8 @@ from tests.lab_support import (
 )
 from tests.support import http_ok, running_reported, wait_until
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 T0 = 1_800_000_000.0
 
 

@@ -49,6 +49,7 @@ def test_expired_tokens_are_rejected() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.slow
 async def test_any_gateway_verifies_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHATSYS_AUTH_SECRET", SECRET)
     with start_system(tmp_path) as system:

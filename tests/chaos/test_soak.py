@@ -20,7 +20,7 @@ import pytest
 from chaos.faults import TARGETS
 from chaos.runner import Options, run
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.mark.timeout(420)

@@ -17,7 +17,7 @@ from tests.chat_client import ChatClient, refused, wait_status
 from tests.gateway_support import SERVERS, start_all, start_system
 from tests.support import port_open, running
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("server", SERVERS)

@@ -23,7 +23,7 @@ from chatsys.stubs.chatsys.files.v1 import (
 )
 from tests.grpc_services import Service, start
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,9 @@ from playwright.sync_api import Browser, Route, expect
 from tests.browser_support import ChatPage, chromium
 from tests.gateway_support import SERVERS, System, start_gateway, start_system
 
-STATIC = Path(__file__).resolve().parent.parent / "chatsys" / "gateway" / "static"
+pytestmark = pytest.mark.slow  # starts real processes
+
+STATIC = Path(__file__).resolve().parents[2] / "chatsys" / "gateway" / "static"
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ from tests import grpc_services
 from tests.gateway_support import start_gateway
 from tests.kubernetes_support import KUSTOMIZE
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 MONITORING = KUSTOMIZE / "components" / "monitoring"
 ADAPTER_RULES = KUSTOMIZE / "components" / "autoscale-connections" / "adapter-rules.yaml"
 HPA_CONNECTIONS = KUSTOMIZE / "components" / "autoscale-connections" / \

@@ -22,7 +22,7 @@ from chatsys.users.store import SessionRecord, SessionStore, open_session_store
 from tests.redis_support import RedisServer, flush_db
 
 pytestmark = pytest.mark.anyio
-BACKENDS = ["sqlite", "redis"]
+BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.slow)]  # redis: a real server
 CONTRACT_DB = 1  # the scale-out tests use database 0 of their own servers
 
 

@@ -12,7 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import pytest
+
+pytestmark = pytest.mark.slow  # starts real processes
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quick_run_prints_figures_as_json(tmp_path: Path) -> None:

@@ -22,7 +22,9 @@ import pytest
 from tests.gateway_support import Gateway, start_all, start_gateway, start_system
 from tests.support import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # starts real processes
+
+ROOT = Path(__file__).resolve().parents[2]
 CHAT = "locustfiles/chat.py"
 CONNECT, RECONNECT = "/ws/chat/connect", "/ws/chat/reconnect"
 SEND_TEXT, SEND_FILE, UPLOAD = "/ws/chat/send_text", "/ws/chat/send_file", "/api/files"

@@ -41,7 +41,7 @@ from tests.chat_client import ChatClient
 from tests.redis_support import RedisServer, flush_db, start_redis
 from tests.support import Proc, http_ok, running_reported, unused_port
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 SCALE_DB = 2  # the contract suite empties database 1 of the same server
 
 

@@ -18,6 +18,8 @@ from tests.grpc_services import Service, start
 from tests.redis_support import start_redis
 from tests.support import wait_until
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 
 @pytest.fixture(scope="module")
 def module_a(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:

@@ -20,9 +20,9 @@ from tests.chat_client import ChatClient, refused, wait_status
 from tests.gateway_support import start_gateway, start_system
 from tests.redis_support import RedisServer, start_redis
 from tests.support import port_open, running
-from tests.test_scale_out import open_streams, start_topology
+from tests.system.test_scale_out import open_streams, start_topology
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 async def _converse(port_a: int, port_b: int, room: str) -> tuple[ChatClient, ChatClient]:

@@ -17,7 +17,7 @@ import websockets
 from tests.chat_client import ChatClient, refused
 from tests.gateway_support import System, start_system
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from tests.chat_client import ChatClient, refused
 from tests.gateway_support import SERVERS, System, start_system
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 RATE_BURST = 100  # per connection, more than any other test here sends on one socket
 
 

@@ -33,7 +33,7 @@ from chatsys.stubs.chatsys.users.v1 import (
 )
 from tests.grpc_services import Service, start
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 A = ["users", "chat"]
 
 
