@@ -105,8 +105,7 @@ def main(argv: list[str] | None = None) -> None:
                              "frame to every member of the room: 500/s into rooms of 125 "
                              "overloads a 2-core gateway)")
     parser.add_argument("--room-size", type=int, default=125,
-                        help="125: 80 rooms for 10,000 sockets (see docs/performance.md on "
-                             "chatsys's limit of about 100 rooms per gateway)")
+                        help="125: 80 rooms for 10,000 sockets")
     parser.add_argument("--procs", type=int, default=4, help="load worker processes")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds before reading RSS")
     parser.add_argument("--out", default=None, help="directory for server logs")

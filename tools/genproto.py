@@ -9,8 +9,9 @@ generation with what is committed.
 
 Besides betterproto2's package, the protos on the chat message path (``UPB_PROTOS``) also get
 Google's ``_pb2`` modules, beside their betterproto2 package: every chat message is encoded and
-decoded several times between the gateway and A, and betterproto2 does that in pure Python at
-15-30 times the cost of the upb runtime (``python -m bench.codec``). Both read the same wire
+decoded several times between the gateway and A, and betterproto2 does that in pure Python, far
+slower than the upb runtime (``python -m bench.codec``; the figures are in docs/performance.md,
+"Figures behind design choices"). Both read the same wire
 format, so either side of a call may use either. The ``protobuf`` runtime must be at least the
 version the pinned ``grpcio-tools`` writes into the ``_pb2`` header.
 """
