@@ -412,7 +412,8 @@ def _scale_out(medians: dict[str, dict[str, Any]]) -> dict[str, float | None] | 
 
 def verdict(medians: dict[str, dict[str, Any]], rat: dict[str, dict[str, float | None]],
             p: Params) -> dict[str, dict[str, bool | None]]:
-    """DESIGN.md's targets, for chatsys rows (only meaningful at the default parameters)."""
+    """The targets as first worded (docs/contract.md now states them against asgi-granian;
+    issue 18), for chatsys rows (only meaningful at the default parameters)."""
     out: dict[str, dict[str, bool | None]] = {}
     for target, m in medians.items():
         if not target.startswith("chatsys"):

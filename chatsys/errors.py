@@ -1,10 +1,11 @@
 """The contract's error codes, modelled once and mapped once per boundary.
 
-Each code of DESIGN.md is one exception type (:data:`CONTRACT_ERRORS`). Servicers raise them,
-:func:`to_grpc` turns them into a gRPC status at A and B, :func:`from_status` turns a status back
-into the same type in the gateway (:func:`from_grpc` for a failed call, whatever failed), and the
-gateway renders that type as a WebSocket error frame or an HTTP status (``http_status``, also
-read backwards by :func:`for_http_status` for the HTTP server's own refusals).
+Each code of the contract (docs/protocol.md) is one exception type (:data:`CONTRACT_ERRORS`).
+Servicers raise them, :func:`to_grpc` turns them into a gRPC status at A and B,
+:func:`from_status` turns a status back into the same type in the gateway (:func:`from_grpc` for
+a failed call, whatever failed), and the gateway renders that type as a WebSocket error frame or
+an HTTP status (``http_status``, also read backwards by :func:`for_http_status` for the HTTP
+server's own refusals).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The gateway's ``chatsys_*`` metrics, named as DESIGN.md fixes them."""
+"""The gateway's ``chatsys_*`` metrics, named as the contract fixes them (docs/contract.md)."""
 
 from __future__ import annotations
 
