@@ -132,7 +132,7 @@ def redis_command(workdir: Path, extra: tuple[str, ...] | list[str] = ()) -> lis
     """A durable redis-server on loopback keeping its files in ``workdir`` (the port is the
     member's)."""
     if REDIS_SERVER is None:
-        raise TopologyError("this topology needs Redis, and redis-server is not installed")
+        raise TopologyError("--a-replicas > 1 needs Redis, and redis-server is not installed")
     return [REDIS_SERVER, "--bind", "127.0.0.1", "--dir", str(workdir), *REDIS_DURABLE, *extra]
 
 

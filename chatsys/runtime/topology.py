@@ -81,7 +81,8 @@ class Topology:
     b_replicas: int = 1
     data_dir: Path | None = None  # default: out / "data"
     store: str = ""  # A's store; default SQLite, or a Redis we start when a_replicas > 1
-    redis: bool | None = None  # start a Redis of ours for A; None: only as ``store`` says
+    # A Redis of ours for A (its URL replaces ``store``); None: when a_replicas > 1 and no store.
+    redis: bool | None = None
     redis_flags: Sequence[str] = ()
     a_flags: Sequence[str] = ()
     b_flags: Sequence[str] = ()
