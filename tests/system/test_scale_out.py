@@ -7,6 +7,9 @@ gateways that each balance over both replicas of A and of B — all real process
 - SIGKILL of one A replica mid-conversation: a few sends at most get ``unavailable``, the
   same WebSockets keep working, and every acknowledged message reaches every member exactly
   once, in one order.
+
+Every process is started, signalled, killed, restarted on its ports and stopped by
+:mod:`chatsys.runtime.topology`, as ``chatsys all``, the lab and chaos run them.
 """
 
 from __future__ import annotations
@@ -37,9 +40,8 @@ from chatsys.stubs.chatsys.chat.v1 import (
     HistoryRequest,
     SubscribeRequest,
 )
-from tests import grpc_services
 from tests.chat_client import ChatClient
-from tests.redis_support import RedisServer, flush_db, start_redis
+from tests.redis_support import RedisServer, flush_db
 from tests.support import unused_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -294,10 +296,9 @@ def test_a_without_redis_exits_with_a_clear_error(tmp_path: Path) -> None:
 async def test_redis_killed_and_restarted_loses_no_ack(tmp_path: Path) -> None:
     """SIGKILL of Redis itself: what was acknowledged is still there after its restart (AOF,
     appendfsync always), and a live subscription on A carries on from where it was."""
-    redis_dir = tmp_path / "redis"
-    with start_redis(redis_dir) as redis, grpc_services.start(
-            ["users", "chat"], tmp_path / "a", f"--store={redis.url()}") as a:
-        ch = Channel("127.0.0.1", a.port)
+    async with Topology(tmp_path, redis=True).running() as topology:
+        redis = topology.member("redis")
+        ch = Channel("127.0.0.1", topology.member("A-0").port)
         chat = ChatServiceStub(ch)
         got: list[str] = []
         seen = anyio.Event()
@@ -325,15 +326,13 @@ async def test_redis_killed_and_restarted_loses_no_ack(tmp_path: Path) -> None:
                         with anyio.move_on_after(1):
                             await seen.wait()
                     acked = [await append(f"acked{i}") for i in range(5)]
-                    redis.proc.signal(signal.SIGKILL)
-                    await anyio.to_thread.run_sync(redis.proc.wait, 15)
-                    with start_redis(redis_dir, port=redis.port):
-                        later = await _append_until_up(append, "after")
-                        history = await chat.history(HistoryRequest(room="phoenix"),
-                                                     timeout=10)
-                        while "after" not in got:
-                            await seen.wait()
-                        tg.cancel_scope.cancel()
+                    await topology.kill(redis)
+                    await topology.restart(redis)  # on its port and append-only file
+                    later = await _append_until_up(append, "after")
+                    history = await chat.history(HistoryRequest(room="phoenix"), timeout=10)
+                    while "after" not in got:
+                        await seen.wait()
+                    tg.cancel_scope.cancel()
         finally:
             ch.close()
     kept = [m.id for m in history.messages]
