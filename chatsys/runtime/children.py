@@ -75,17 +75,13 @@ async def terminate(name: str, proc: anyio.abc.Process, grace: float, *,
                     whole_group: bool = False) -> int:
     """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code (``whole_group``:
     see :func:`send_signal`)."""
-
-    def send(signum: int) -> None:
-        send_signal(proc, signum, whole_group=whole_group)
-
     if proc.returncode is None:
-        send(signal.SIGTERM)
+        send_signal(proc, signal.SIGTERM, whole_group=whole_group)
         with anyio.move_on_after(grace):
             await proc.wait()
         if proc.returncode is None:
             log.warning("%s did not stop within %.0fs: killing it", name, grace)
-            send(signal.SIGKILL)
+            send_signal(proc, signal.SIGKILL, whole_group=whole_group)
             await proc.wait()
     log.info("%s stopped (exit %s)", name, proc.returncode)
     return proc.returncode or 0
