@@ -10,7 +10,8 @@ injects faults one at a time, and checks the contract's "Faults" section: no ack
 message lost, duplicated or reordered; every operation works again within seconds of a fault
 healing; ``/readyz`` tells the truth; gateway memory and tasks stay bounded.
 
-- ``topology``  the processes (spawned with ``chatsys.runtime.children``) and their restarts
+- ``topology``  the layout over ``chatsys.runtime.topology`` (which starts, kills and
+                restarts the processes), the proxy wiring, and unexpected exits
 - ``proxy``     the TCP proxy with cut/heal
 - ``members``   chat clients that reconnect with ``since`` and record what they saw
 - ``workload``  the mixed session (joins, leaves, new rooms, 80 % text, 20 % upload + file)

@@ -20,7 +20,7 @@ import anyio
 
 from chaos import report
 from chaos.runner import Options, run
-from chaos.topology import TopologyError, kill_all
+from chaos.topology import TopologyError
 
 HELP = {
     "duration": "seconds of workload and faults; a minimum: the first round always completes",
@@ -115,8 +115,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"chaos: the topology did not start: {found}", file=sys.stderr)
         return 2
-    finally:
-        kill_all()  # Ctrl-C or a crash: no process outlives the harness
     if summary is None:
         print("chaos: interrupted; every process stopped", file=sys.stderr)
         return 130

@@ -23,7 +23,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from chaos.members import FILE_BYTES, OpFailed, open_socket, upload
-from chaos.topology import Node, Topology, TopologyError
+from chaos.topology import System, TopologyError
 
 log = logging.getLogger("chaos.faults")
 
@@ -75,9 +75,9 @@ def schedule(only: str = "") -> list[tuple[str, str]]:
 class Injector:
     """Injects and heals faults on a topology; times are relative to ``t0`` (monotonic)."""
 
-    def __init__(self, topology: Topology, t0: float, *, hold: float, freeze: float,
+    def __init__(self, system: System, t0: float, *, hold: float, freeze: float,
                  partition: float, bound: float, op_timeout: float, give_up: float) -> None:
-        self.topology = topology
+        self.system = system
         self.t0 = t0
         self.hold, self.freeze, self.partition = hold, freeze, partition
         self.bound, self.op_timeout, self.give_up = bound, op_timeout, give_up
@@ -111,26 +111,25 @@ class Injector:
         return record
 
     async def _cause_and_heal(self, kind: str, target: str) -> None:
-        topo = self.topology
+        topology = self.system.topology
         if kind.startswith("kill-"):
-            node: Node = topo.nodes[target]
-            await node.kill()
+            member = topology.member(target)
+            await topology.kill(member)
             await anyio.sleep(self.hold)
-            await topo.restart(node)
+            await topology.restart(member)
         elif kind == "freeze-A":
-            node = topo.nodes[target]
-            node.signal(signal.SIGSTOP)
+            member = topology.member(target)
+            member.signal(signal.SIGSTOP)
             try:
                 await anyio.sleep(self.freeze)
             finally:
-                node.signal(signal.SIGCONT)
+                member.signal(signal.SIGCONT)
         elif kind == "partition":
-            assert topo.proxy is not None
-            topo.proxy.cut()
+            self.system.proxy.cut()
             try:
                 await anyio.sleep(self.partition)
             finally:
-                topo.proxy.heal()
+                self.system.proxy.heal()
         else:
             raise ValueError(f"unknown fault kind {kind}")
 
@@ -138,7 +137,7 @@ class Injector:
         """Probe every gateway until each has served a full session; give up only after
         ``give_up`` seconds (beyond the bound), so that a slow recovery is still measured."""
         assert record.heal is not None
-        pending = {node.name: node.port for node in self.topology.gateways}
+        pending = {member.name: member.port for member in self.system.gateways}
         done_at: dict[str, float] = {}
         give_up = time.monotonic() + max(self.give_up, self.bound)
         while pending and time.monotonic() < give_up:

@@ -19,7 +19,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.members import OpFailed, open_socket
-from chaos.topology import Node
+from chatsys.runtime.topology import Member
 
 TASKS_GAUGE = "chatsys_asyncio_tasks"
 RSS_GAUGE = "process_resident_memory_bytes"
@@ -49,7 +49,7 @@ class Sample:
 
 
 class ReadinessObserver:
-    def __init__(self, gateways: list[Node], t0: float, *, interval: float = 1.0,
+    def __init__(self, gateways: list[Member], t0: float, *, interval: float = 1.0,
                  join_timeout: float = 5.0) -> None:
         self.gateways, self.t0 = gateways, t0
         self.interval, self.join_timeout = interval, join_timeout
@@ -61,7 +61,7 @@ class ReadinessObserver:
             for node in self.gateways:
                 tg.start_soon(self._watch, node, http)
 
-    async def _watch(self, node: Node, http: httpx.AsyncClient) -> None:
+    async def _watch(self, node: Member, http: httpx.AsyncClient) -> None:
         while True:
             began = time.monotonic()
             start = began - self.t0
@@ -85,7 +85,7 @@ class ReadinessObserver:
 
 
 class ResourceSampler:
-    def __init__(self, gateways: list[Node], t0: float, interval: float = 2.0) -> None:
+    def __init__(self, gateways: list[Member], t0: float, interval: float = 2.0) -> None:
         self.gateways, self.t0, self.interval = gateways, t0, interval
         self.samples: list[Sample] = []
 
@@ -97,7 +97,7 @@ class ResourceSampler:
                     self.samples.append(sample)
             await anyio.sleep(self.interval)
 
-    async def sample(self, node: Node, http: httpx.AsyncClient) -> Sample | None:
+    async def sample(self, node: Member, http: httpx.AsyncClient) -> Sample | None:
         try:
             text = (await http.get(f"http://127.0.0.1:{node.port}/metrics", timeout=3.0)).text
         except httpx.HTTPError:

@@ -16,7 +16,7 @@ from chaos import checker
 from chaos.faults import Injector, schedule
 from chaos.members import Pace
 from chaos.observers import ReadinessObserver, ResourceSampler
-from chaos.topology import Topology, kill_all
+from chaos.topology import System
 from chaos.workload import Shape, Workload
 
 log = logging.getLogger("chaos")
@@ -51,33 +51,30 @@ class Options:
 
 async def run(options: Options) -> dict[str, Any]:
     options.out.mkdir(parents=True, exist_ok=True)
-    topology = Topology(options.out, gateway_flags=[
+    system = System(options.out, gateway_flags=[
         f"--grpc-keepalive={options.grpc_keepalive}", f"--grpc-timeout={options.grpc_timeout}",
         "--rate-limit=1000", "--rate-burst=1000"])
-    topology.plan()
     began_wall = time.time()
     try:
-        return await _run(options, topology, began_wall)
+        return await _run(options, system, began_wall)
     finally:
-        await topology.stop()
-        kill_all()
+        await system.stop()
 
 
-async def _run(options: Options, topology: Topology, began_wall: float) -> dict[str, Any]:
-    assert topology.proxy is not None
+async def _run(options: Options, system: System, began_wall: float) -> dict[str, Any]:
     async with anyio.create_task_group() as infra:
-        await topology.start(infra)
-        for node in topology.nodes.values():
-            infra.start_soon(topology.watch, node)
+        await system.start(infra)
+        for member in system.members:
+            infra.start_soon(system.keep_running, member)
         t0 = time.monotonic()
-        gateways = topology.gateways
+        gateways = system.gateways
         limits = httpx.Limits(max_connections=50, max_keepalive_connections=10)
         async with httpx.AsyncClient(timeout=options.op_timeout, limits=limits) as http:
             sampler = ResourceSampler(gateways, t0)
             start_tasks = {n.name: getattr(await sampler.sample(n, http), "tasks", None)
                            for n in gateways}
             observer = ReadinessObserver(gateways, t0, join_timeout=min(5.0, options.op_timeout))
-            injector = Injector(topology, t0, hold=options.hold, freeze=options.freeze,
+            injector = Injector(system, t0, hold=options.hold, freeze=options.freeze,
                                 partition=options.partition, bound=options.bound,
                                 op_timeout=options.op_timeout, give_up=options.give_up)
             workload = Workload([n.port for n in gateways],
@@ -99,7 +96,7 @@ async def _run(options: Options, topology: Topology, began_wall: float) -> dict[
         ran = time.monotonic() - t0
         infra.cancel_scope.cancel()
     return _summary(options, began_wall, t0, ran, workload, injector, observer, sampler,
-                    start_tasks, end_tasks, topology.unexpected_exits(),
+                    start_tasks, end_tasks, system.unexpected_exits,
                     [f"{m.name} in {m.room}" for m in laggards])
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chatsys.runtime.topology import REDIS_ATTEMPTS, REDIS_PORTS
+from chatsys.runtime.members import REDIS_ATTEMPTS, REDIS_PORTS
 from tests.support import Proc, running_command
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"

@@ -1,5 +1,12 @@
-"""Starting real chatsys processes for tests: readiness polled with a deadline, and cleanup
-that kills the whole process group even when a test fails.
+"""Starting single real chatsys processes for synchronous tests: readiness polled with a
+deadline, and cleanup that kills the whole process group even when a test fails.
+
+Why this exists beside :mod:`chatsys.runtime.topology`, which owns starting, killing and
+restarting P, A, B and Redis (the system tests and chaos use it): the topology is async, and
+many tests are plain ``def`` tests, or start one server beside an in-test client, or a
+process whose output they read (``chatsys all``, ``gateway --workers``). For them a
+``subprocess.Popen`` with a deadline is the whole need; nothing here supervises a set of
+processes.
 
 Servers bind port 0 and report what they got through ``--ready-file`` (the protocol of
 :mod:`chatsys.runtime.ready`, read here synchronously): :func:`running_reported`. No port is
@@ -61,7 +68,8 @@ def http_ok(url: str) -> bool:
 
 @dataclass
 class Proc:
-    """A chatsys process started by a test; its output goes to a log file shown on failure."""
+    """A chatsys process started by a synchronous test; its output goes to a log file shown on
+    failure."""
 
     args: list[str]
     log_path: Path

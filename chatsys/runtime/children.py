@@ -1,5 +1,5 @@
 """Child processes of a supervisor (:mod:`chatsys.runtime.topology` for ``chatsys all``, the
-lab and bench; ``gateway --workers N``; chaos).
+lab, bench, chaos and the system tests; ``gateway --workers N``).
 
 Children run in their own sessions, so a terminal's Ctrl-C reaches only the supervisor, which
 then stops them in the order it chooses; a child that dies on its own is reported so the
@@ -55,30 +55,33 @@ async def wait_any(*events: anyio.Event) -> None:
             tg.start_soon(until, event)
 
 
-async def terminate(name: str, proc: anyio.abc.Process, grace: float, *,
-                    whole_group: bool = False) -> int:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code.
+def send_signal(proc: anyio.abc.Process, signum: int, *, whole_group: bool = False) -> None:
+    """Signal a child (a no-op once it has exited).
 
     ``whole_group``: signal the child's whole session (helpers it started, such as Locust's
-    workers). Only while the child runs: once it is reaped its pid, and so its group id, may
-    already belong to an unrelated process, whose group a late signal would hit."""
+    workers or a Redis AOF rewrite). Only while the child is unreaped: once reaped, its pid, and
+    so its group id, may already belong to an unrelated process, whose group a late signal
+    would hit."""
+    if proc.returncode is not None:
+        return
+    with suppress(ProcessLookupError, PermissionError):
+        if whole_group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
 
-    def send(signum: int) -> None:
-        if proc.returncode is not None:
-            return
-        with suppress(ProcessLookupError, PermissionError):
-            if whole_group:
-                os.killpg(proc.pid, signum)
-            else:
-                proc.send_signal(signum)
 
+async def terminate(name: str, proc: anyio.abc.Process, grace: float, *,
+                    whole_group: bool = False) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code (``whole_group``:
+    see :func:`send_signal`)."""
     if proc.returncode is None:
-        send(signal.SIGTERM)
+        send_signal(proc, signal.SIGTERM, whole_group=whole_group)
         with anyio.move_on_after(grace):
             await proc.wait()
         if proc.returncode is None:
             log.warning("%s did not stop within %.0fs: killing it", name, grace)
-            send(signal.SIGKILL)
+            send_signal(proc, signal.SIGKILL, whole_group=whole_group)
             await proc.wait()
     log.info("%s stopped (exit %s)", name, proc.returncode)
     return proc.returncode or 0

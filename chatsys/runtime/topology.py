@@ -1,21 +1,25 @@
 """P, A and B (and Redis) as OS processes on loopback, started together and stopped in order.
 
 One module for everyone who runs a local system: ``chatsys all`` (one of each, output on the
-terminal), the lab and bench (N gateways, M replicas of A, K of B, output in log files) and the
-tests. Children are supervised by :mod:`chatsys.runtime.children`.
+terminal), the lab and bench (N gateways, M replicas of A, K of B, output in log files), the
+chaos harness and the system tests (which also kill, freeze and restart members). Children
+are started and signalled by :mod:`chatsys.runtime.children`; what one member is, and how to
+tell it serves, is :mod:`chatsys.runtime.members`.
 
-No port is ever chosen for a child: every chatsys child binds port 0 and reports what it got
-through ``--ready-file`` (see :mod:`chatsys.runtime.ready`); the parent waits for that file
-with a deadline and, if the child exits first, fails with the tail of its log. Only the one
-gateway of ``chatsys all`` listens on the port the user asked for.
+No port is ever chosen for a chatsys child: each binds port 0 on its first start and reports
+what it got through ``--ready-file`` (see :mod:`chatsys.runtime.ready`); the parent waits for
+that file with a deadline and, if the child exits first, fails with the tail of its log. A
+restart asks for the same ports again. Only the one gateway of ``chatsys all`` listens on the
+port the user asked for.
 
-Redis cannot report a port (``--port 0`` turns its TCP listener off), so it is offered a random
-port from below the kernel's ephemeral range and started again on another if that one is
-taken (it exits with "Address already in use"); its ``INFO`` must name the pid we started, so a
-Redis that someone else already runs on the port is never mistaken for ours.
+Redis cannot report a port, so it is offered a random port from below the kernel's ephemeral
+range and started again on another if that one is taken (it exits with "Address already in
+use"); it is ours once its ``INFO`` names the pid we started.
 
 Stop order: gateways first (they drain: clients get 1001 and resume elsewhere with ``since``),
-then A and B, then Redis.
+then A and B, then Redis. :meth:`Topology.stop` is shielded from cancellation and ends with
+SIGKILL, so whoever runs it in a ``finally`` (or uses :meth:`Topology.running`) leaves no
+process behind, on an error or a cancellation (Ctrl-C) alike.
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ import json
 import logging
 import os
 import random
-import shutil
-import sys
-from collections.abc import Sequence
-from contextlib import suppress
+import signal
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -37,56 +41,30 @@ import httpx
 
 from chatsys.runtime import ready
 from chatsys.runtime.children import spawn, terminate
+from chatsys.runtime.members import (
+    PYTHON,
+    REDIS_ATTEMPTS,
+    REDIS_PORTS,
+    Member,
+    TopologyError,  # raised here too: callers import it from this module
+    redis_command,
+)
 
 log = logging.getLogger("chatsys.topology")
 READY_TIMEOUT = 60.0
+KILL_TIMEOUT = 15.0
 GRACE = 10.0
-REDIS_SERVER = shutil.which("redis-server")
-REDIS_ATTEMPTS = 20
-# Below Linux's default ephemeral range (32768-60999), so a port the kernel hands out to
-# someone's outgoing connection or port-0 listener is not offered to Redis.
-REDIS_PORTS = (20000, 32000)
-PYTHON = [sys.executable, "-m", "chatsys"]
-NOT_LISTENING = ready.Ports(0)
+POLL = 0.05
+STOP_ORDER = (("P",), ("A", "B"), ("redis",))
 
 
-class TopologyError(RuntimeError):
-    """The local topology could not start; the message says which process and why."""
+@dataclass(frozen=True)
+class Route:
+    """Where one gateway finds A and B (``host:port`` each); by default every gateway is
+    routed to every replica."""
 
-
-@dataclass
-class Member:
-    """One process of the topology."""
-
-    name: str  # P-0, A-1, B-0, redis
-    module: str  # P, A, B, redis
-    command: list[str]
-    log_path: Path | None = None  # None: output goes to ours
-    proc: anyio.abc.Process | None = None
-    ports: ready.Ports = NOT_LISTENING
-    host: str = "127.0.0.1"  # where to reach it
-
-    @property
-    def port(self) -> int:
-        return self.ports.port
-
-    @property
-    def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def metrics_url(self) -> str:
-        """Where Prometheus reads it ("" for Redis, which has no ``/metrics``)."""
-        if self.module == "P":
-            return f"http://{self.address}/metrics"
-        return f"http://127.0.0.1:{self.ports.metrics_port}/metrics" if self.ports.metrics_port \
-            else ""
-
-    def tail(self, lines: int = 8) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return f"--- {self.log_path} ---\n" + "\n".join(text)
+    a: Sequence[str]
+    b: Sequence[str]
 
 
 @dataclass
@@ -94,8 +72,8 @@ class Topology:
     """The processes of one local run, started by :meth:`start` and stopped by :meth:`stop`.
 
     ``out`` holds ``data/``, ``logs/NAME.log`` (unless ``log_files`` is false), the ready
-    files, and ``pids.json`` (rewritten as each child starts, so whoever started us can clean
-    up even if we are killed)."""
+    files, ``redis/`` and ``pids.json`` (rewritten as each child starts, so whoever started us
+    can clean up even if we are killed)."""
 
     out: Path
     gateways: int = 1
@@ -103,6 +81,9 @@ class Topology:
     b_replicas: int = 1
     data_dir: Path | None = None  # default: out / "data"
     store: str = ""  # A's store; default SQLite, or a Redis we start when a_replicas > 1
+    # A Redis of ours for A (its URL replaces ``store``); None: when a_replicas > 1 and no store.
+    redis: bool | None = None
+    redis_flags: Sequence[str] = ()
     a_flags: Sequence[str] = ()
     b_flags: Sequence[str] = ()
     gateway_flags: Sequence[str] = ()
@@ -116,7 +97,13 @@ class Topology:
 
     @property
     def gateway_urls(self) -> list[str]:
-        return [f"http://{m.address}" for m in self.members if m.module == "P"]
+        return [f"http://{m.address}" for m in self.members_of("P")]
+
+    def members_of(self, module: str) -> list[Member]:
+        return [m for m in self.members if m.module == module]
+
+    def member(self, name: str) -> Member:
+        return next(m for m in self.members if m.name == name)
 
     def targets(self) -> list[Member]:
         """The members with a ``/metrics`` endpoint (Redis has none)."""
@@ -124,11 +111,25 @@ class Topology:
 
     def describe(self) -> list[dict[str, object]]:
         return [{"name": m.name, "module": m.module, "address": m.address,
-                 "metrics": m.metrics_url, "pid": m.proc.pid if m.proc else None,
-                 "command": m.command} for m in self.members]
+                 "metrics": m.metrics_url, "pid": m.pid, "command": m.command_line()}
+                for m in self.members]
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Topology]:
+        """Started on entry, stopped on exit, even when the start fails half-way."""
+        try:
+            await self.start()
+            yield self
+        finally:
+            await self.stop()
 
     async def start(self) -> None:
         """Start everything; return once every gateway's ``/readyz`` answers 200."""
+        await self.start_backends()
+        await self.start_gateways()
+
+    async def start_backends(self) -> None:
+        """Redis (if any), A and B; return once each has reported its ports."""
         if min(self.gateways, self.a_replicas, self.b_replicas) < 1:
             raise TopologyError("--gateways, --a-replicas and --b-replicas must be at least 1")
         if self.gateway_port and self.gateways > 1:
@@ -136,42 +137,57 @@ class Topology:
         data = self.data_dir or self.out / "data"
         for directory in (self.out / "ready", self.out / "logs", data):
             directory.mkdir(parents=True, exist_ok=True)
-        common = ["--drain-timeout", "0", *self.common_flags]
         store = self.store
-        if not store and self.a_replicas > 1:
+        if self.redis or (self.redis is None and not store and self.a_replicas > 1):
             store = await self._start_redis()
         store_flags = ["--store", store] if store else []
-        grpc = ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-                "--data-dir", str(data), *common]
+        grpc = ["--host", "127.0.0.1", "--data-dir", str(data), *self._common()]
         for i in range(self.a_replicas):
-            await self._spawn(Member(f"A-{i}", "A", [
+            await self._spawn(self._member(f"A-{i}", "A", [
                 *PYTHON, "users", "chat", *grpc, *store_flags, *self.a_flags]))
         for i in range(self.b_replicas):
-            await self._spawn(Member(f"B-{i}", "B", [*PYTHON, "files", *grpc, *self.b_flags]))
-        await self._wait_reported([m for m in self.members if m.module in ("A", "B")])
-        a_list = ",".join(m.address for m in self.members if m.module == "A")
-        b_list = ",".join(m.address for m in self.members if m.module == "B")
+            await self._spawn(self._member(f"B-{i}", "B", [
+                *PYTHON, "files", *grpc, *self.b_flags]))
+        await self._wait_serving(self.members_of("A") + self.members_of("B"))
+
+    async def start_gateways(self, routes: Sequence[Route] = ()) -> None:
+        """The gateways, routed by ``routes`` (one per gateway; default: every A and B);
+        return once each one's ``/readyz`` answers 200."""
+        every = Route([m.address for m in self.members_of("A")],
+                      [m.address for m in self.members_of("B")])
+        routes = routes or [every] * self.gateways
         wildcard = self.gateway_host in ("0.0.0.0", "::", "")
-        for i in range(self.gateways):
-            await self._spawn(Member(f"P-{i}", "P", [
-                *PYTHON, "gateway", *common, *self.gateway_flags, "--host", self.gateway_host,
-                "--port", str(self.gateway_port), "--users-addr", a_list,
-                "--chat-addr", a_list, "--files-addr", b_list],
-                host="127.0.0.1" if wildcard else self.gateway_host))
-        gateways = [m for m in self.members if m.module == "P"]
-        await self._wait_reported(gateways)
-        await self._wait_gateways_ready(gateways)
+        for i, route in enumerate(routes):
+            a_list, b_list = ",".join(route.a), ",".join(route.b)
+            member = self._member(f"P-{i}", "P", [
+                *PYTHON, "gateway", *self._common(), *self.gateway_flags,
+                "--host", self.gateway_host, "--users-addr", a_list, "--chat-addr", a_list,
+                "--files-addr", b_list], host="127.0.0.1" if wildcard else self.gateway_host)
+            member.ports = ready.Ports(self.gateway_port)
+            await self._spawn(member)
+        await self._wait_serving(self.members_of("P"))
+
+    def _common(self) -> list[str]:
+        return ["--drain-timeout", "0", *self.common_flags]
+
+    def _member(self, name: str, module: str, command: list[str], **kwargs: Any) -> Member:
+        kwargs.setdefault("ready_path", self.out / "ready" / f"{name}.json")
+        return Member(name, module, command,
+                      log_path=self.out / "logs" / f"{name}.log" if self.log_files else None,
+                      **kwargs)
 
     async def _spawn(self, member: Member) -> None:
-        ready_path = self.out / "ready" / f"{member.name}.json"
-        ready_path.unlink(missing_ok=True)
-        if member.module != "redis":
-            member.command += ["--ready-file", str(ready_path)]
-        if self.log_files:
-            member.log_path = self.out / "logs" / f"{member.name}.log"
-        member.proc = await spawn(member.command, log_path=member.log_path, cwd=self.cwd,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.members.append(member)
+        """Start ``member``'s process (again, on a restart), asking for its ports."""
+        if member.ready_path is not None:
+            member.ready_path.unlink(missing_ok=True)
+        with anyio.CancelScope(shield=True):  # a child started is a child we can stop
+            member.proc = await spawn(member.command_line(), log_path=member.log_path,
+                                      cwd=self.cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        replaced, member.replaced = member.replaced, anyio.Event()
+        if replaced is not None:
+            replaced.set()
+        if member not in self.members:
+            self.members.append(member)
         (self.out / "pids.json").write_text(json.dumps(
             {m.name: m.proc.pid for m in self.members if m.proc}))
         log.info("started %s (pid %d)", member.name, member.proc.pid)
@@ -181,68 +197,89 @@ class Topology:
         if member.module == "A" and self.a_replicas > 1:
             hint = (" — more than one replica of A shares its state through Redis "
                     "(--store redis://...); use --a-replicas 1 (SQLite) until A runs on Redis")
-        return TopologyError(f"{member.name} {why}{hint}".rstrip())
+        return TopologyError(f"{why}{hint}".rstrip())
 
-    async def _wait_reported(self, members: list[Member]) -> None:
-        """Read each member's ready file; A and B are then ready (they write it once their
-        gRPC and metrics ports both listen)."""
-        with anyio.move_on_after(READY_TIMEOUT) as scope:
-            for member in members:
-                assert member.proc is not None
-                path = self.out / "ready" / f"{member.name}.json"
-                try:
-                    member.ports = await ready.wait(path, member.proc, member.tail)
-                except ready.NotReady as exc:
-                    raise self._failure(member, str(exc)) from None
-                log.info("%s listening on %s", member.name, member.address)
+    async def _wait_serving(self, members: list[Member], within: float = READY_TIMEOUT, *,
+                            watched: list[Member] | None = None) -> None:
+        """Until every one of ``members`` serves; TopologyError (with its log) as soon as one
+        of ``watched`` (default: every process started so far) exits, or after ``within``
+        seconds."""
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            with anyio.move_on_after(within) as scope:
+                for member in members:
+                    while True:
+                        for started in self.members if watched is None else watched:
+                            try:
+                                started.check_alive()
+                            except TopologyError as exc:
+                                raise self._failure(started, str(exc)) from None
+                        if await member.serves(http):
+                            break
+                        await anyio.sleep(POLL)
+                    log.info("%s serving on %s", member.name, member.address)
         if scope.cancelled_caught:
-            raise TopologyError(f"not ready within {READY_TIMEOUT:.0f}s: "
+            raise TopologyError(f"not ready within {within:.0f}s: "
                                 + ", ".join(m.name for m in members))
 
-    async def _wait_gateways_ready(self, gateways: list[Member]) -> None:
-        """A gateway listens before its pools reach A and B: wait for ``/readyz``."""
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            with anyio.move_on_after(READY_TIMEOUT) as scope:
-                for member in gateways:
-                    while True:
-                        for started in self.members:
-                            self._check_alive(started)
-                        with suppress(httpx.HTTPError):
-                            if (await client.get(f"http://{member.address}/readyz")
-                                    ).status_code == 200:
-                                break
-                        await anyio.sleep(0.05)
-        if scope.cancelled_caught:
-            raise TopologyError(f"not ready within {READY_TIMEOUT:.0f}s: "
-                                + ", ".join(m.name for m in gateways))
-
-    def _check_alive(self, member: Member) -> None:
-        if member.proc is not None and member.proc.returncode is not None:
-            raise self._failure(member, f"exited with {member.proc.returncode} while "
-                                        f"starting\n{member.tail()}")
-
     async def _start_redis(self) -> str:
-        if REDIS_SERVER is None:
-            raise TopologyError("--a-replicas > 1 needs Redis, and redis-server is not installed")
         workdir = self.out / "redis"
         workdir.mkdir(parents=True, exist_ok=True)
+        command = redis_command(workdir, list(self.redis_flags))
         for _ in range(REDIS_ATTEMPTS):
-            port = random.randint(*REDIS_PORTS)
-            member = Member("redis", "redis", [
-                REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir)],
-                ports=ready.Ports(port))
+            member = self._member("redis", "redis", command, ready_path=None)
+            member.ports = ready.Ports(random.randint(*REDIS_PORTS))
             await self._spawn(member)
-            assert member.proc is not None
-            with anyio.fail_after(READY_TIMEOUT):
-                while member.proc.returncode is None:
-                    if await redis_pid(port) == member.proc.pid:
-                        return f"redis://127.0.0.1:{port}/0"
-                    await anyio.sleep(0.05)
+            try:
+                await self._wait_serving([member])
+                return f"redis://127.0.0.1:{member.port}/0"
+            except TopologyError:
+                assert member.proc is not None
+                if member.proc.returncode is None:
+                    raise
             self.members.remove(member)
-            log.info("redis could not listen on %d (exit %s): another port", port,
+            log.info("redis could not listen on %d (exit %s): another port", member.port,
                      member.proc.returncode)
         raise TopologyError(f"redis did not start in {REDIS_ATTEMPTS} attempts\n{member.tail()}")
+
+    async def kill(self, member: Member) -> None:
+        """SIGKILL ``member``'s process group and wait until it is gone (its ports free)."""
+        member.expected_exit = True
+        member.signal(signal.SIGKILL)
+        if member.proc is not None:
+            with anyio.fail_after(KILL_TIMEOUT):
+                await member.proc.wait()
+
+    async def restart(self, member: Member, within: float = READY_TIMEOUT) -> None:
+        """Start ``member`` again on the ports it reported at its first start (stopping it
+        first if it still runs), and return once it serves. A start that fails (its port
+        still held by a dying process, say) is tried again until ``within`` seconds."""
+        await self.stop_member(member)
+        with anyio.move_on_after(within):
+            while True:
+                await self._spawn(member)
+                try:
+                    await self._wait_serving([member], within, watched=[member])
+                    member.expected_exit = False
+                    return
+                except TopologyError as exc:
+                    log.warning("%s did not come back (%s); starting it again", member.name,
+                                str(exc).splitlines()[0])
+                    await self.kill(member)
+                await anyio.sleep(0.5)
+        await self.kill(member)
+        raise TopologyError(f"{member.name} did not come back within {within:.0f}s\n"
+                            f"{member.tail()}")
+
+    async def exited_on_its_own(self, member: Member) -> anyio.abc.Process:
+        """Wait until ``member`` exits without this topology having killed, stopped or
+        restarted it (across restarts: the wait follows the current process); that process."""
+        while True:
+            proc, replaced = member.proc, member.replaced
+            assert proc is not None and replaced is not None
+            await proc.wait()
+            if not member.expected_exit and proc is member.proc:
+                return proc
+            await replaced.wait()  # ours: wait for the process that replaces it
 
     def exited(self) -> dict[str, int]:
         """Members that have already exited (before being asked to), with their codes."""
@@ -263,42 +300,26 @@ class Topology:
                 tg.start_soon(wait, member)
         return first[0]
 
+    async def stop_member(self, member: Member) -> int:
+        """SIGCONT (a frozen process cannot act on SIGTERM), SIGTERM, SIGKILL after the
+        grace; the exit code. Never raises, and is not cancelled half-way."""
+        member.expected_exit = True
+        if member.proc is None:
+            return 0
+        with anyio.CancelScope(shield=True):
+            member.signal(signal.SIGCONT)
+            return await terminate(member.name, member.proc, self.grace, whole_group=True)
+
     async def stop(self) -> dict[str, int]:
         """Stop gateways, then A and B, then Redis; returns each exit code. Never raises."""
         codes: dict[str, int] = {}
         with anyio.CancelScope(shield=True):
-            for modules in (("P",), ("A", "B"), ("redis",)):
+            for modules in STOP_ORDER:
                 async with anyio.create_task_group() as tg:
                     async def stop_one(member: Member) -> None:
-                        assert member.proc is not None
-                        codes[member.name] = await terminate(member.name, member.proc,
-                                                             self.grace, whole_group=True)
+                        codes[member.name] = await self.stop_member(member)
 
                     for member in self.members:
                         if member.module in modules and member.proc is not None:
                             tg.start_soon(stop_one, member)
         return codes
-
-
-async def redis_pid(port: int, host: str = "127.0.0.1") -> int | None:
-    """The pid of the Redis serving on ``host:port`` (None: nothing answers yet, or it is
-    still loading its append-only file)."""
-    try:
-        async with await anyio.connect_tcp(host, port) as stream:
-            await stream.send(b"INFO\r\n")
-            reply = b""
-            with anyio.fail_after(2):
-                while b"\r\n" not in reply:
-                    reply += await stream.receive()
-                header, _, body = reply.partition(b"\r\n")
-                if not header.startswith(b"$"):
-                    return None
-                while len(body) < int(header[1:]):
-                    body += await stream.receive()
-    except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError):
-        return None
-    info = dict(line.split(":", 1) for line in body.decode(errors="replace").splitlines()
-                if ":" in line)
-    if info.get("loading") != "0":  # still replaying its append-only file
-        return None
-    return int(info["process_id"])

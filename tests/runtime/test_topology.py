@@ -1,8 +1,11 @@
 """P, A and B started together: in this process through each ``serve(..., task_status)``, and
-as OS processes through :mod:`chatsys.runtime.topology`; both on ports the servers chose."""
+as OS processes through :mod:`chatsys.runtime.topology`; both on ports the servers chose. A
+member killed, frozen or restarted by the topology comes back on the same ports; one that dies
+on its own is reported."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +13,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from chatsys.runtime.topology import Topology, TopologyError
+from chatsys.runtime.topology import Member, Topology, TopologyError
+from tests.chat_client import wait_status
 from tests.gateway_support import SERVERS
 from tests.runtime.in_process import round_trip
 
@@ -50,3 +54,41 @@ async def test_a_child_that_exits_while_starting_fails_with_its_log(tmp_path: Pa
             await topology.start()
     finally:
         await topology.stop()
+
+
+@pytest.mark.anyio
+async def test_members_restart_on_their_ports_and_only_other_exits_are_reported(
+        tmp_path: Path) -> None:
+    topology = Topology(tmp_path, redis=True)
+    try:
+        with anyio.fail_after(150):
+            await topology.start()
+            first = {m.name: m.ports for m in topology.members}
+            [gateway] = topology.gateway_urls
+            a, redis = topology.member("A-0"), topology.member("redis")
+            reported: list[int] = []
+
+            async def report(member: Member) -> None:
+                reported.append((await topology.exited_on_its_own(member)).pid)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(report, a)
+                for member in (a, redis):  # ours: never reported
+                    before = member.pid
+                    await topology.kill(member)
+                    await topology.restart(member)
+                    assert member.pid != before
+                assert {m.name: m.ports for m in topology.members} == first
+                await wait_status(f"{gateway}/readyz", 200, 30)  # it finds A and Redis again
+                a.signal(signal.SIGSTOP)
+                a.signal(signal.SIGCONT)
+                await wait_status(f"{gateway}/readyz", 200, 30)
+                assert not reported
+                dying = a.pid
+                a.signal(signal.SIGKILL)  # not through the topology: an exit of its own
+            assert reported == [dying]
+            await topology.restart(a)
+            a.signal(signal.SIGSTOP)  # frozen when the topology stops: still stops cleanly
+    finally:
+        codes = await topology.stop()
+    assert codes == dict.fromkeys(["P-0", "A-0", "B-0", "redis"], 0)

@@ -8,19 +8,17 @@ and checks that readiness said the truth throughout.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from tests import grpc_services
+from chatsys.runtime.topology import Topology
 from tests.chat_client import ChatClient, refused, wait_status
-from tests.gateway_support import start_gateway, start_system
-from tests.redis_support import RedisServer, start_redis
-from tests.support import port_open, running
-from tests.system.test_scale_out import open_streams, start_topology
+from tests.redis_support import RedisServer
+from tests.system.test_scale_out import gateway_ports, open_streams, start_topology
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -65,61 +63,65 @@ async def test_new_rooms_after_an_a_replica_is_killed(tmp_path: Path,
     """Two gateways, two A replicas on Redis: after one A dies and the old room empties,
     every gateway still opens new rooms (it once refused them all with 503 'shutting down'
     while /readyz said 200)."""
-    with start_topology(tmp_path, redis_server) as topo:
-        ana, bo = await _converse(topo.ports[0], topo.ports[1], "before")
+    async with start_topology(tmp_path, redis_server) as topo:
+        ports = gateway_ports(topo)
+        ana, bo = await _converse(ports[0], ports[1], "before")
         # The replica holding the room's subscription streams: their loss is the fault.
-        victim = max(topo.a, key=open_streams)
+        victim = max(topo.members_of("A"), key=open_streams)
         assert open_streams(victim) >= 1
-        victim.proc.signal(signal.SIGKILL)
-        victim.proc.wait(10)
+        await topo.kill(victim)
         await _send_until_acked(ana, "after the kill", 30)
         await bo.wait_for(lambda f: f["type"] == "message" and f["text"] == "after the kill",
                           15)
         await ana.close()
         await bo.close()
         for round_ in range(3):
-            for gateway, port in enumerate(topo.ports):
+            for gateway, port in enumerate(ports):
                 await _everything_works(port, f"new-{gateway}-{round_}")
+
+
+def _one_of_each(tmp: Path, **options: Any) -> Topology:
+    """P, A and B as three processes (as ``start_system`` runs them), so a test can kill one
+    and start it again on its ports."""
+    return Topology(tmp, gateway_flags=["--server=granian", "--drain-timeout=0.2",
+                                        "--grpc-timeout=2"], **options)
 
 
 async def test_new_rooms_after_a_is_killed_and_restarted(tmp_path: Path) -> None:
     """One A on SQLite, killed and restarted under a live gateway: once the room's members
     leave, joins to new rooms work (they were refused forever, with readiness 200)."""
-    with start_system(tmp_path) as system:
-        ana, bo = await _converse(system.port, system.port, "before")
-        a_args = system.a.proc.args
-        system.a.proc.signal(signal.SIGKILL)
-        system.a.proc.wait(10)
-        with running(a_args, ready=lambda: port_open(system.a.port), log_dir=tmp_path):
-            await wait_status(f"{system.gateway.base}/readyz", 200, 20)
-            await _send_until_acked(ana, "after the restart", 30)
-            await bo.wait_for(
-                lambda f: f["type"] == "message" and f["text"] == "after the restart", 15)
-            await ana.close()
-            await bo.close()
-            for round_ in range(3):
-                await _everything_works(system.port, f"new-{round_}")
+    async with _one_of_each(tmp_path).running() as topo:
+        [port] = gateway_ports(topo)
+        ana, bo = await _converse(port, port, "before")
+        a = topo.member("A-0")
+        await topo.kill(a)
+        await topo.restart(a)  # on the port the gateway knows, once it listens
+        await wait_status(f"http://127.0.0.1:{port}/readyz", 200, 20)
+        await _send_until_acked(ana, "after the restart", 30)
+        await bo.wait_for(
+            lambda f: f["type"] == "message" and f["text"] == "after the restart", 15)
+        await ana.close()
+        await bo.close()
+        for round_ in range(3):
+            await _everything_works(port, f"new-{round_}")
 
 
 async def test_a_redis_outage_is_unavailable_then_everything_works(tmp_path: Path) -> None:
     """Redis killed under A: sends fail with the contract's ``unavailable`` (a backend is
     down), never ``internal``; once Redis is back, old and new rooms work again."""
-    redis_dir = tmp_path / "redis"
-    with start_redis(redis_dir) as redis, \
-            grpc_services.start(["users", "chat"], tmp_path / "a", f"--store={redis.url()}") as a, \
-            grpc_services.start(["files"], tmp_path / "b") as b, \
-            start_gateway(a.port, b.port, tmp_path) as gateway:
-        ana, bo = await _converse(gateway.port, gateway.port, "before")
-        redis.proc.signal(signal.SIGKILL)
-        redis.proc.wait(10)
+    async with _one_of_each(tmp_path, redis=True).running() as topo:
+        [port] = gateway_ports(topo)
+        ana, bo = await _converse(port, port, "before")
+        redis = topo.member("redis")
+        await topo.kill(redis)
         frame = await ana.ack_or_error(await ana.send_text("while Redis is down"), seconds=15)
         assert frame["type"] == "error" and frame["code"] == "unavailable", frame
-        status, body = await refused(gateway.port, "user=cy&room=during")  # no session store
+        status, body = await refused(port, "user=cy&room=during")  # no session store
         assert (status, body["error"]["code"]) == (503, "unavailable"), body
-        with start_redis(redis_dir, port=redis.port):
-            await _send_until_acked(ana, "Redis is back", 30)
-            await bo.wait_for(lambda f: f["type"] == "message" and f["text"] == "Redis is back",
-                              15)
-            await ana.close()
-            await bo.close()
-            await _everything_works(gateway.port, "after-redis")
+        await topo.restart(redis)  # on the same port and append-only file
+        await _send_until_acked(ana, "Redis is back", 30)
+        await bo.wait_for(lambda f: f["type"] == "message" and f["text"] == "Redis is back",
+                          15)
+        await ana.close()
+        await bo.close()
+        await _everything_works(port, "after-redis")

@@ -7,6 +7,9 @@ gateways that each balance over both replicas of A and of B — all real process
 - SIGKILL of one A replica mid-conversation: a few sends at most get ``unavailable``, the
   same WebSockets keep working, and every acknowledged message reaches every member exactly
   once, in one order.
+
+Every process is started, signalled, killed, restarted on its ports and stopped by
+:mod:`chatsys.runtime.topology`, as ``chatsys all``, the lab and chaos run them.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,59 +32,37 @@ from grpclib.exceptions import GRPCError
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection
 
+from chatsys.runtime.topology import Member as TopologyMember
+from chatsys.runtime.topology import Topology
 from chatsys.stubs.chatsys.chat.v1 import (
     AppendRequest,
     ChatServiceStub,
     HistoryRequest,
     SubscribeRequest,
 )
-from tests import grpc_services
 from tests.chat_client import ChatClient
-from tests.redis_support import RedisServer, flush_db, start_redis
-from tests.support import Proc, http_ok, running_reported, unused_port
+from tests.redis_support import RedisServer, flush_db
+from tests.support import unused_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 SCALE_DB = 2  # the contract suite empties database 1 of the same server
 
 
-@dataclass
-class Topology:
-    redis: RedisServer
-    a: list[grpc_services.Service]
-    b: list[grpc_services.Service]
-    gateways: list[tuple[Proc, int]]
-
-    @property
-    def ports(self) -> list[int]:
-        return [port for _, port in self.gateways]
-
-
-def gateway_args(port: int, a_ports: list[int], b_ports: list[int], *extra: str) -> list[str]:
-    a = ",".join(f"127.0.0.1:{p}" for p in a_ports)
-    b = ",".join(f"127.0.0.1:{p}" for p in b_ports)
-    return ["gateway", "--host=127.0.0.1", f"--port={port}", f"--users-addr={a}",
-            f"--chat-addr={a}", f"--files-addr={b}", "--drain-timeout=0.2", "--grpc-timeout=5",
-            "--rate-limit=1000", "--rate-burst=1000", *extra]
-
-
-@contextlib.contextmanager
 def start_topology(tmp: Path, redis: RedisServer, *gateway_extra: str,
-                   gateways: int = 2) -> Iterator[Topology]:
+                   gateways: int = 2) -> contextlib.AbstractAsyncContextManager[Topology]:
+    """Two A replicas on ``redis`` (database SCALE_DB, emptied), two B replicas on one
+    directory, and ``gateways`` gateways balancing over all of them; every process stopped
+    on exit, even when the start fails."""
     flush_db(redis.port, SCALE_DB)
-    store = f"--store={redis.url(SCALE_DB)}"
-    shared = tmp / "shared-files"
-    with contextlib.ExitStack() as stack:
-        a = [stack.enter_context(grpc_services.start(["users", "chat"], tmp / f"a{i}", store))
-             for i in (1, 2)]
-        b = [stack.enter_context(grpc_services.start(["files"], shared)) for _ in (1, 2)]
-        started = []
-        for _ in range(gateways):
-            proc, ports = stack.enter_context(running_reported(
-                gateway_args(0, [s.port for s in a], [s.port for s in b], *gateway_extra),
-                ready_check=lambda ports: http_ok(f"http://127.0.0.1:{ports.port}/readyz"),
-                log_dir=tmp))
-            started.append((proc, ports.port))
-        yield Topology(redis, a, b, started)
+    return Topology(tmp, gateways=gateways, a_replicas=2, b_replicas=2,
+                    store=redis.url(SCALE_DB), data_dir=tmp / "shared-files",
+                    gateway_flags=["--drain-timeout=0.2", "--grpc-timeout=5",
+                                   "--rate-limit=1000", "--rate-burst=1000",
+                                   *gateway_extra]).running()
+
+
+def gateway_ports(topology: Topology) -> list[int]:
+    return [m.port for m in topology.members_of("P")]
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -138,13 +118,14 @@ class Member:
 
 
 @pytest.fixture
-def topology(tmp_path: Path, redis_server: RedisServer) -> Iterator[Topology]:
-    with start_topology(tmp_path, redis_server) as topo:
+async def topology(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Topology]:
+    async with start_topology(tmp_path, redis_server) as topo:
         yield topo
 
 
 async def _members(topo: Topology, room: str, users: list[tuple[str, int]]) -> list[Member]:
-    return [Member(await ChatClient.connect(topo.ports[g], user, room)) for user, g in users]
+    ports = gateway_ports(topo)
+    return [Member(await ChatClient.connect(ports[g], user, room)) for user, g in users]
 
 
 async def test_chat_across_gateways_and_a_replicas(topology: Topology) -> None:
@@ -160,7 +141,7 @@ async def test_chat_across_gateways_and_a_replicas(topology: Topology) -> None:
             await ana.wait(lambda: len(ana.messages) == 2, 15)
             assert [m["text"] for m in ana.messages] == ["hi from gw1", "hi from gw2"]
             before = [metric(scrape(a.metrics_port), "chatsys_messages_stored_total")
-                      for a in topology.a]
+                      for a in topology.members_of("A")]
             # 100 more, from both gateways at once.
             for i in range(50):
                 await ana.client.send({"type": "text", "text": f"a{i}", "ref": f"a{i + 1}"})
@@ -173,13 +154,13 @@ async def test_chat_across_gateways_and_a_replicas(topology: Topology) -> None:
     assert not ana.errors and not bo.errors
     assert ana.ids() == bo.ids() == sorted(ana.ids()) and len(set(ana.ids())) == 102
     after = [metric(scrape(a.metrics_port), "chatsys_messages_stored_total")
-             for a in topology.a]
+             for a in topology.members_of("A")]
     spread = [x - y for x, y in zip(after, before, strict=True)]
     assert sum(spread) == 100 and min(spread) >= 25, spread  # round robin: about 50 each
     # Each gateway saw both A endpoints and counts its calls per endpoint.
-    for _, port in topology.gateways:
+    for port in gateway_ports(topology):
         text = scrape(port)
-        for a in topology.a:
+        for a in topology.members_of("A"):
             assert metric(text, "chatsys_grpc_client_calls_total", service="chat",
                           endpoint=f"127.0.0.1:{a.port}") > 0
     await ana.client.close()
@@ -187,8 +168,8 @@ async def test_chat_across_gateways_and_a_replicas(topology: Topology) -> None:
 
 
 async def test_files_cross_gateways_and_b_replicas(topology: Topology) -> None:
-    ana = await ChatClient.connect(topology.ports[0], "ana", "files")
-    bo = await ChatClient.connect(topology.ports[1], "bo", "files")
+    ana = await ChatClient.connect(gateway_ports(topology)[0], "ana", "files")
+    bo = await ChatClient.connect(gateway_ports(topology)[1], "bo", "files")
     blobs = [os.urandom(10_240 + i) for i in range(6)]
     with anyio.fail_after(60):
         for i, blob in enumerate(blobs):
@@ -197,7 +178,7 @@ async def test_files_cross_gateways_and_b_replicas(topology: Topology) -> None:
             down = await bo.download(up.json()["url"])
             assert down.status_code == 200 and down.content == blob
     uploads = [metric(scrape(b.metrics_port), "grpc_server_handled_total",
-                      grpc_method="Upload", grpc_code="OK") for b in topology.b]
+                      grpc_method="Upload", grpc_code="OK") for b in topology.members_of("B")]
     assert min(uploads) >= 2, uploads  # both B replicas took uploads
     await ana.close()
     await bo.close()
@@ -210,15 +191,15 @@ async def test_killing_an_a_replica_mid_conversation(topology: Topology) -> None
     killed = anyio.Event()
     # Kill the replica that holds the most of the gateways' room subscriptions (streams still
     # open: started but not handled), so the subscription failover is what gets tested.
-    streams = [open_streams(a) for a in topology.a]
-    victim = topology.a[streams.index(max(streams))]
+    streams = [open_streams(a) for a in topology.members_of("A")]
+    victim = topology.members_of("A")[streams.index(max(streams))]
     assert max(streams) >= 1, streams
 
     async def send(member: Member, tag: str) -> None:
         for i in range(per_sender):
             await member.client.send({"type": "text", "text": f"{tag}{i}", "ref": f"{tag}{i}"})
             if i == kill_at and tag == "a":
-                victim.proc.signal(signal.SIGKILL)
+                await topology.kill(victim)
                 killed.set()
             await anyio.sleep(0.02)
 
@@ -249,18 +230,18 @@ async def test_killing_an_a_replica_mid_conversation(topology: Topology) -> None
     assert members[0].ids() == members[1].ids() == members[2].ids() == members[3].ids()
     ejections = sum(metric(scrape(port), "chatsys_grpc_client_ejections_total", service="chat",
                            endpoint=f"127.0.0.1:{victim.port}")
-                    for _, port in topology.gateways)
+                    for port in gateway_ports(topology))
     assert ejections >= 1
     resubscribed = sum(metric(scrape(port), "chatsys_room_resubscribes_total")
-                       for _, port in topology.gateways)
+                       for port in gateway_ports(topology))
     assert resubscribed >= 1  # the room's stream really moved to the surviving replica
     for member in members:
         await member.client.close()
 
 
-def open_streams(service: grpc_services.Service) -> float:
+def open_streams(replica: TopologyMember) -> float:
     """Subscribe streams a replica has started and not yet ended."""
-    text = scrape(service.metrics_port)
+    text = scrape(replica.metrics_port)
     return (metric(text, "grpc_server_started_total", grpc_method="Subscribe")
             - metric(text, "grpc_server_handled_total", grpc_method="Subscribe"))
 
@@ -269,13 +250,13 @@ async def test_a_frozen_replica_is_left_by_keepalive(tmp_path: Path,
                                                      redis_server: RedisServer) -> None:
     """SIGSTOP, unlike SIGKILL, leaves the TCP connection open and silent (as a lost node
     does): only the gateway's HTTP/2 keepalive notices, and the room's stream moves on."""
-    with start_topology(tmp_path, redis_server, "--grpc-keepalive=0.5", "--grpc-timeout=2",
-                        gateways=1) as topo:
-        members = [Member(await ChatClient.connect(topo.ports[0], name, "frozen"))
+    async with start_topology(tmp_path, redis_server, "--grpc-keepalive=0.5", "--grpc-timeout=2",
+                              gateways=1) as topo:
+        members = [Member(await ChatClient.connect(gateway_ports(topo)[0], name, "frozen"))
                    for name in ("ana", "bo")]
-        victim = max(topo.a, key=open_streams)
+        victim = max(topo.members_of("A"), key=open_streams)
         assert open_streams(victim) >= 1
-        victim.proc.signal(signal.SIGSTOP)
+        victim.signal(signal.SIGSTOP)
         try:
             with anyio.fail_after(60):
                 async with anyio.create_task_group() as tg:
@@ -295,7 +276,7 @@ async def test_a_frozen_replica_is_left_by_keepalive(tmp_path: Path,
                         await member.wait(lambda m=member: set(acked) <= set(m.ids()), 20)
                     tg.cancel_scope.cancel()
         finally:
-            victim.proc.signal(signal.SIGCONT)
+            victim.signal(signal.SIGCONT)
     assert {e["code"] for e in sender.errors.values()} <= {"unavailable"}
     for member in members:
         assert member.closed is None and member.ids() == sorted(set(member.ids()))
@@ -315,10 +296,9 @@ def test_a_without_redis_exits_with_a_clear_error(tmp_path: Path) -> None:
 async def test_redis_killed_and_restarted_loses_no_ack(tmp_path: Path) -> None:
     """SIGKILL of Redis itself: what was acknowledged is still there after its restart (AOF,
     appendfsync always), and a live subscription on A carries on from where it was."""
-    redis_dir = tmp_path / "redis"
-    with start_redis(redis_dir) as redis, grpc_services.start(
-            ["users", "chat"], tmp_path / "a", f"--store={redis.url()}") as a:
-        ch = Channel("127.0.0.1", a.port)
+    async with Topology(tmp_path, redis=True).running() as topology:
+        redis = topology.member("redis")
+        ch = Channel("127.0.0.1", topology.member("A-0").port)
         chat = ChatServiceStub(ch)
         got: list[str] = []
         seen = anyio.Event()
@@ -346,15 +326,13 @@ async def test_redis_killed_and_restarted_loses_no_ack(tmp_path: Path) -> None:
                         with anyio.move_on_after(1):
                             await seen.wait()
                     acked = [await append(f"acked{i}") for i in range(5)]
-                    redis.proc.signal(signal.SIGKILL)
-                    await anyio.to_thread.run_sync(redis.proc.wait, 15)
-                    with start_redis(redis_dir, port=redis.port):
-                        later = await _append_until_up(append, "after")
-                        history = await chat.history(HistoryRequest(room="phoenix"),
-                                                     timeout=10)
-                        while "after" not in got:
-                            await seen.wait()
-                        tg.cancel_scope.cancel()
+                    await topology.kill(redis)
+                    await topology.restart(redis)  # on its port and append-only file
+                    later = await _append_until_up(append, "after")
+                    history = await chat.history(HistoryRequest(room="phoenix"), timeout=10)
+                    while "after" not in got:
+                        await seen.wait()
+                    tg.cancel_scope.cancel()
         finally:
             ch.close()
     kept = [m.id for m in history.messages]
