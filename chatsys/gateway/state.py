@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import anyio
@@ -33,6 +35,7 @@ class Gateway:
     tasks: TaskBoard = field(default_factory=TaskBoard)
     draining: bool = False
     sockets: int = 0
+    pending_joins: int = 0  # upgrades admitted and not yet accepted (--max-pending-joins)
     # Probes may come every second from several kubelets: answer from a short-lived result.
     _ready: tuple[float, bool] = (0.0, False)
     _idle: anyio.Event = field(default_factory=anyio.Event)
@@ -52,6 +55,15 @@ class Gateway:
         if self.sockets == 0:
             self._idle.set()
             self._idle = anyio.Event()
+
+    @contextmanager
+    def pending_join(self) -> Iterator[None]:
+        """Count one join from its admission until its upgrade is accepted (or refused)."""
+        self.pending_joins += 1
+        try:
+            yield
+        finally:
+            self.pending_joins -= 1
 
     async def wait_idle(self) -> None:
         """Until no WebSocket handler is running."""

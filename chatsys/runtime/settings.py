@@ -169,6 +169,10 @@ class Settings:
         GATEWAY_VERBS)
     max_connections: int = option(_positive_int, 20000,
                                   "WebSocket connections per gateway (503)", GATEWAY_VERBS)
+    max_pending_joins: int = option(
+        _positive_int, 256,
+        "upgrades per gateway between validation and accept (waiting on A); beyond it 503",
+        GATEWAY_VERBS)
     garbage_limit: int = option(_positive_int, 20,
                                 "bad frames in a row before a connection is closed (1008)",
                                 GATEWAY_VERBS)
