@@ -32,7 +32,8 @@ WS_1013_TRY_AGAIN_LATER = 1013
 class Connection:
     """Outbound side of one member socket."""
 
-    def __init__(self, *, session: str, user: str, room: str, queue_limit: int) -> None:
+    def __init__(self, *, user: str, room: str, queue_limit: int, session: str = "") -> None:
+        # Set once A created the session: a join enters the room while that call is under way.
         self.session = session
         self.user = user
         self.room = room

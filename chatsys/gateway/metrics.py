@@ -9,6 +9,17 @@ from chatsys.runtime.metrics import histogram
 WS_CONNECTIONS = Gauge("chatsys_ws_connections", "Open chat WebSocket connections.")
 WS_CONNECT_SECONDS = histogram("chatsys_ws_connect_seconds",
                                "From the upgrade request to the welcome frame.")
+# The parts of a join the gateway waits on, each observed once it succeeded.
+# `session` runs beside `room_join` (and `history`, which only a resume with `since` has).
+WS_CONNECT_STAGES = ("validate", "session", "room_join", "history", "accept", "welcome",
+                     "presence")
+WS_CONNECT_STAGE_SECONDS = histogram("chatsys_ws_connect_stage_seconds",
+                                     "Each stage of a join, from validation to presence.",
+                                     ("stage",))
+# Upgrades this gateway refused on its own, before calling A (HTTP 503).
+WS_REFUSAL_REASONS = ("draining", "max_connections", "max_pending_joins")
+WS_REFUSED = Counter("chatsys_ws_refused_total",
+                     "Upgrades refused with 503 before any call to A, by reason.", ("reason",))
 MESSAGES = Counter("chatsys_messages_total", "Messages accepted from clients.", ("kind",))
 MESSAGE_ACK_SECONDS = histogram("chatsys_message_ack_seconds",
                                 "From a client's message frame to its ack.", ("kind",))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Awaitable
 from contextlib import suppress
+from typing import TypeVar
 
 import anyio
 from prometheus_client import Counter, Histogram
@@ -36,6 +38,10 @@ from chatsys.stubs.chatsys.users.v1 import Session
 log = logging.getLogger("chatsys.gateway.ws")
 bp = Blueprint("ws", __name__)
 CLOSE_TIMEOUT = 2.0
+T = TypeVar("T")
+# Labelled children looked up once: ``labels()`` costs more than the observation.
+_STAGE = {stage: m.WS_CONNECT_STAGE_SECONDS.labels(stage) for stage in m.WS_CONNECT_STAGES}
+_REFUSED = {reason: m.WS_REFUSED.labels(reason) for reason in m.WS_REFUSAL_REASONS}
 
 
 def _gateway() -> Gateway:
@@ -53,10 +59,8 @@ async def chat_socket() -> Response | None:
         since = validation.message_id(args.get("since"))
     except ChatError as exc:
         return error_response(exc)
-    if gateway.draining:
-        return error_response(Unavailable("gateway is shutting down, reconnect shortly"))
-    if gateway.sockets >= gateway.settings.max_connections:
-        return error_response(Unavailable("gateway is at its connection limit"))
+    if (refusal := _refusal(gateway)) is not None:
+        return refusal
     gateway.acquire_socket()
     try:
         return await _join_and_serve(gateway, user, room, since, started)
@@ -64,35 +68,47 @@ async def chat_socket() -> Response | None:
         gateway.release_socket()
 
 
+def _refusal(gateway: Gateway) -> Response | None:
+    """The 503 for an upgrade this gateway cannot take now, before any call to A."""
+    settings = gateway.settings
+    if gateway.draining:
+        reason, message = "draining", "gateway is shutting down, reconnect shortly"
+    elif gateway.sockets >= settings.max_connections:
+        reason, message = "max_connections", "gateway is at its connection limit"
+    elif gateway.pending_joins >= settings.max_pending_joins:
+        # A join storm: joins beyond the bound would only queue at A until they all time out.
+        reason, message = "max_pending_joins", "too many joins in progress, retry"
+    else:
+        return None
+    _REFUSED[reason].inc()
+    return error_response(Unavailable(message))
+
+
 async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
                           started: float) -> Response | None:
-    settings = gateway.settings
-    try:
-        session, token = await gateway.users.create_session(user, room)
-    except ChatError as exc:
-        return error_response(exc)
-    conn = Connection(session=session.id, user=user, room=room, queue_limit=settings.send_queue)
-    try:
-        history = await gateway.hub.join(conn)
-        if since:
-            # Resuming: everything after `since` that A keeps, not just the newest.
-            known = conn.watermark
-            missed = await gateway.chat.history(room, since, 0)
-            history = [frames.message(msg) for msg in missed]
-            conn.watermark = missed[-1].id if missed else (min(since, known) if known else None)
-    except ChatError as exc:
-        gateway.hub.leave(conn)
-        await _end_session(gateway, session, announce=False)
-        return error_response(exc)
+    conn = Connection(user=user, room=room, queue_limit=gateway.settings.send_queue)
     sock = socket_of(websocket.scope)
+    with gateway.pending_join():
+        _STAGE["validate"].observe(time.perf_counter() - started)
+        try:
+            session, token, history = await _open(gateway, conn, since)
+        except ChatError as exc:
+            return error_response(exc)
+        try:
+            await _timed("accept", sock.accept())
+        except BaseException:
+            await _leave(gateway, conn, session, announce=True)
+            raise
     try:
-        await sock.accept()
+        begun = time.perf_counter()
         await sock.send_text(frames.welcome(session.id, token, user, room, history))
-        m.WS_CONNECT_SECONDS.observe(time.perf_counter() - started)
+        welcomed = time.perf_counter()
+        _STAGE["welcome"].observe(welcomed - begun)
+        m.WS_CONNECT_SECONDS.observe(welcomed - started)
         m.WS_CONNECTIONS.inc()
         try:
-            with suppress(ChatError):
-                await gateway.chat.publish_presence(session, joined=True)
+            with suppress(ChatError):  # the join goes on without its announcement
+                await _timed("presence", gateway.chat.publish_presence(session, joined=True))
             # The writer may be stuck on a client that stopped reading, the reader on one that
             # stopped sending: a close request from anywhere cancels both.
             async with anyio.create_task_group() as tg:
@@ -103,13 +119,86 @@ async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
         finally:
             m.WS_CONNECTIONS.dec()
     finally:
-        gateway.hub.leave(conn)
-        await _end_session(gateway, session, announce=True)
+        await _leave(gateway, conn, session, announce=True)
     if conn.close_code is not None and conn.close_code != WS_1006_NO_CLOSE_FRAME:
         m.WS_CLOSES.labels(str(conn.close_code)).inc()
         with anyio.move_on_after(CLOSE_TIMEOUT):
             await sock.close(conn.close_code, conn.close_reason)
     return None
+
+
+async def _open(gateway: Gateway, conn: Connection,
+                since: str) -> tuple[Session, str, list[str]]:
+    """Create the session at A and enter the room side by side: one round trip, not two.
+
+    Returns the session, its token and the welcome's history; raises the ChatError to refuse
+    the upgrade with, leaving nothing behind. A failed session stops the join and takes
+    ``conn`` out of the room; a failed join waits for the session (state at A that only this
+    gateway would end) and ends it. Cancelled, it undoes whichever half was done.
+    """
+    created: tuple[Session, str] | None = None
+    session_failed: ChatError | None = None
+    join_failed: ChatError | None = None
+    history: list[str] = []
+
+    async def create_session() -> None:
+        nonlocal created, session_failed
+        try:
+            created = await _timed("session", gateway.users.create_session(conn.user, conn.room))
+        except ChatError as exc:
+            session_failed = exc
+            # Shared scope: the join, in the host task, is of no use without a session.
+            tg.cancel_scope.cancel()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(create_session)
+            try:
+                history = await _enter(gateway, conn, since)
+            except ChatError as exc:
+                join_failed = exc
+    except BaseException:
+        gateway.hub.leave(conn)
+        if created is not None:
+            await _end_session(gateway, created[0], announce=False)
+        raise
+    if session_failed is not None:
+        gateway.hub.leave(conn)
+        raise session_failed
+    assert created is not None  # the task group waited for create_session
+    session, token = created
+    if join_failed is not None:
+        gateway.hub.leave(conn)
+        await _end_session(gateway, session, announce=False)
+        raise join_failed
+    conn.session = session.id
+    return session, token, history
+
+
+async def _enter(gateway: Gateway, conn: Connection, since: str) -> list[str]:
+    """Join ``conn``'s room; the welcome's history: the newest, or all after ``since``."""
+    history = await _timed("room_join", gateway.hub.join(conn))
+    if since:
+        # Resuming: everything after `since` that A keeps, not just the newest.
+        known = conn.watermark
+        missed = await _timed("history", gateway.chat.history(conn.room, since, 0))
+        history = [frames.message(msg) for msg in missed]
+        conn.watermark = missed[-1].id if missed else (min(since, known) if known else None)
+    return history
+
+
+async def _timed(stage: str, step: Awaitable[T]) -> T:
+    """Await one stage of a join; its duration is observed if it ended without raising."""
+    begun = time.perf_counter()
+    result = await step
+    _STAGE[stage].observe(time.perf_counter() - begun)
+    return result
+
+
+async def _leave(gateway: Gateway, conn: Connection, session: Session, *,
+                 announce: bool) -> None:
+    gateway.hub.leave(conn)
+    await _end_session(gateway, session, announce=announce)
 
 
 async def _end_session(gateway: Gateway, session: Session, *, announce: bool) -> None:
