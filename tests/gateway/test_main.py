@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
+import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests import grpc_services
 from tests.chat_client import ChatClient, refused, wait_status
-from tests.gateway_support import SERVERS, start_all, start_system
+from tests.gateway_support import SERVERS, Gateway, start_all, start_gateway, start_system
 from tests.support import port_open, running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -208,3 +213,111 @@ async def test_files_down_is_503_and_chat_goes_on(tmp_path: Path) -> None:
         assert (await alice.ack_or_error(ref))["type"] == "ack"
         await wait_status(f"{system.gateway.base}/readyz", 503, 5)
         await alice.close()
+
+
+async def _metric(port: int, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` with ``labels`` on a /metrics at ``port``."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
+
+
+async def _stage_count(gateway: Gateway, stage: str) -> float:
+    return await _metric(gateway.port, "chatsys_ws_connect_stage_seconds_count", stage=stage)
+
+
+async def _wait_metric(port: int, name: str, value: float, seconds: float = 15,
+                       **labels: str) -> None:
+    with anyio.fail_after(seconds):
+        while True:
+            if await _metric(port, name, **labels) == value:
+                return
+            await anyio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _users_apart(tmp: Path) -> Iterator[tuple[grpc_services.Service, grpc_services.Service,
+                                             Gateway]]:
+    """UserService and ChatService in processes of their own, so one fails without the other."""
+    data = tmp / "data"
+    data.mkdir()
+    with grpc_services.start(["users"], data) as users, \
+            grpc_services.start(["chat"], data) as chat, \
+            grpc_services.start(["files"], data) as files, \
+            start_gateway(chat.port, files.port, tmp, "granian",
+                          f"--users-addr=127.0.0.1:{users.port}") as gateway:
+        yield users, chat, gateway
+
+
+async def test_a_failed_session_leaves_no_member_in_the_room(tmp_path: Path) -> None:
+    """The room is joined while CreateSession is under way: a session that fails (UserService
+    frozen: the call's deadline passes) takes the joined connection out of the room again."""
+    with _users_apart(tmp_path) as (users, _chat, gateway):
+        joined, sessions = (await _stage_count(gateway, "room_join"),
+                            await _stage_count(gateway, "session"))
+        users.proc.signal(signal.SIGSTOP)
+        try:
+            status, body = await refused(gateway.port, "user=alice&room=nosession")
+        finally:
+            users.proc.signal(signal.SIGCONT)
+        assert status == 503 and body["error"]["code"] == "unavailable"
+        assert await _stage_count(gateway, "room_join") == joined + 1  # the join got through
+        assert await _stage_count(gateway, "session") == sessions
+        # No member left: the room is abandoned and its subscription to A ends.
+        await _wait_metric(gateway.port, "chatsys_room_subscriptions", 0)
+        alice = await ChatClient.connect(gateway.port, "alice", "nosession", seconds=20)
+        await alice.close()
+
+
+async def test_a_failed_join_ends_the_session_it_created(tmp_path: Path) -> None:
+    with _users_apart(tmp_path) as (users, chat, gateway):
+        ended = await _metric(users.metrics_port, "grpc_server_handled_total",
+                              grpc_method="EndSession")
+        chat.proc.signal(signal.SIGKILL)
+        chat.proc.wait(10)
+        status, body = await refused(gateway.port, "user=alice&room=nochat")
+        assert status == 503 and body["error"]["code"] == "unavailable"
+        await _wait_metric(users.metrics_port, "grpc_server_handled_total", ended + 1,
+                           grpc_method="EndSession")
+        await _wait_metric(gateway.port, "chatsys_room_subscriptions", 0)
+
+
+async def _join(port: int, user: str, room: str, outcomes: list[str | int]) -> None:
+    """Join and leave again; the outcome is "welcome" or the refusal's HTTP status."""
+    try:
+        client = await ChatClient.connect(port, user, room, seconds=60)
+    except websockets.InvalidStatus as exc:
+        outcomes.append(exc.response.status_code)
+        return
+    outcomes.append("welcome")
+    await client.close()
+
+
+async def test_joins_beyond_the_pending_bound_are_refused_before_a(tmp_path: Path) -> None:
+    """With A frozen, a first join waits on it; a second one, over --max-pending-joins=1, is
+    refused at once without a call to A; once A runs again the first ends and joins go on."""
+    with start_system(tmp_path, "granian", "--max-pending-joins=1",
+                      "--grpc-timeout=20") as system:
+        gateway = system.gateway
+        admitted = await _stage_count(gateway, "validate")
+        first: list[str | int] = []
+        system.a.proc.signal(signal.SIGSTOP)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_join, system.port, "first", "storm", first)
+                # Validated, so counted as pending until it is accepted.
+                await _wait_metric(gateway.port, "chatsys_ws_connect_stage_seconds_count",
+                                   admitted + 1, stage="validate")
+                status, body = await refused(system.port, "user=second&room=storm")
+                assert status == 503 and body["error"] == {
+                    "code": "unavailable", "message": "too many joins in progress, retry"}
+                assert await _metric(gateway.port, "chatsys_ws_refused_total",
+                                     reason="max_pending_joins") == 1
+                system.a.proc.signal(signal.SIGCONT)
+        finally:
+            system.a.proc.signal(signal.SIGCONT)
+        assert first in (["welcome"], [503])
+        third = await ChatClient.connect(system.port, "third", "storm", seconds=20)
+        await third.close()

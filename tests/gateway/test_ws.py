@@ -379,3 +379,29 @@ async def test_hundreds_of_rooms_on_one_gateway(system: System,
             assert got["text"] == f"in room {i}" and got["room"] == f"{base}-{i}"
     for member in members:
         await member.close()
+
+
+def _stage_counts(text: str) -> dict[str, float]:
+    found = re.findall(r'^chatsys_ws_connect_stage_seconds_count\{stage="(\w+)"\} (\S+)$', text,
+                       re.M)
+    return {stage: float(count) for stage, count in found}
+
+
+async def test_every_stage_of_a_join_and_a_resume_is_timed(
+        system: System, request: pytest.FixtureRequest) -> None:
+    room = room_name(request)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.port}") as http:
+        before = _stage_counts((await http.get("/metrics")).text)
+        alice = await ChatClient.connect(system.port, "alice", room)
+        ack = await alice.ack_or_error(await alice.send_text("before bob"))
+        bob = await ChatClient.connect(system.port, "bob", room, since=ack["id"])
+        for client in (alice, bob):
+            # The reader starts once the presence was published: the join's last stage.
+            await client.send({"type": "ping", "ref": "joined"})
+            await client.wait_for(lambda f: f["type"] == "pong")
+        after = _stage_counts((await http.get("/metrics")).text)
+    await alice.close()
+    await bob.close()
+    grown = {stage: after[stage] - before.get(stage, 0) for stage in after}
+    assert grown == {"validate": 2, "session": 2, "room_join": 2, "history": 1, "accept": 2,
+                     "welcome": 2, "presence": 2}
