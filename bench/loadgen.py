@@ -8,7 +8,9 @@ rate. Workers take JSON commands on stdin and answer with one JSON line on stdou
 coordinator merges raw samples (never averages of percentiles).
 
 Timing (open loop, so a slow server cannot slow the offered load down):
-- connect: from before the TCP connect to the welcome frame;
+- connect: from before the TCP connect to the welcome frame (``start_lag`` says how late the
+  generator started connects against their schedule: a generator that cannot keep up with the
+  join rate shows up there, not as server latency);
 - ack: from the message's *scheduled* send time to its ack, so a generator that falls behind
   shows up as latency rather than as a silently lower rate (``send_lag`` tells which it was).
 
@@ -139,6 +141,7 @@ class Tally:
 
     def __init__(self, expected: int) -> None:
         self.items: list[tuple[str, Any]] = []
+        self.lags: list[float] = []  # ms each attempt started after its due time
         self.expected = expected
         self.full = asyncio.Event()
         if expected <= 0:
@@ -240,6 +243,7 @@ class Worker:
         url = f"{self.url}/ws/chat?user=u{client.user}&room={client.room}"
         open_socket = self._open_picows if self.client == "picows" else self._open_websockets
         started = time.perf_counter()
+        report.lags.append((started - due) * 1000)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 ws, welcome, read_until_closed = await open_socket(url)
@@ -323,7 +327,14 @@ class Worker:
         failures = Counter(v for kind, v in report.items if kind == "fail")
         failures["timeout"] += len(mine) - len(report.items)
         return {"latencies": [round(v, 3) for v in ok], "failures": dict(+failures),
-                "attempted": len(mine)}
+                "attempted": len(mine), "lag_p99": summary(report.lags)["p99"]}
+
+    async def disconnect(self) -> dict[str, Any]:
+        """Close every socket and forget its user: the next connect starts from none."""
+        await self.close()
+        count = len(self.clients)
+        self.clients = {}
+        return {"disconnected": count}
 
     async def _reconnect(self) -> int:
         """Bring back sockets that the server closed (e.g. 1013 after an overload step)."""
@@ -433,6 +444,8 @@ async def worker_main(url: str, index: int, procs: int, client: str) -> None:
                     answer(await worker.send(**cmd))
                 elif op == "receipts":
                     answer({"receipts": dict(worker.receipts)})
+                elif op == "disconnect":
+                    answer(await worker.disconnect())
                 elif op == "members":
                     answer({"members": worker.members(), "closed": dict(worker.closed_codes)})
                 elif op == "ping":
@@ -478,6 +491,7 @@ class LoadGen:
         self.workers: list[asyncio.subprocess.Process] = []
         self.step_id = 0
         self.room_size = 1
+        self.next_user = 0  # every connect takes fresh user ids and, from there, fresh rooms
 
     async def __aenter__(self) -> LoadGen:
         for k in range(self.procs):
@@ -524,13 +538,18 @@ class LoadGen:
         return list(await asyncio.gather(*(self._read(p, seconds) for p in self.workers)))
 
     async def connect(self, users: int, rate: float, room_size: int) -> dict[str, Any]:
-        """Connect phase: ``users`` sockets at ``rate``/s into rooms of ``room_size``."""
+        """Connect phase: ``users`` sockets at ``rate``/s into rooms of ``room_size``.
+
+        Users are numbered on from the last connect (rounded up to a whole room), so a second
+        connect joins new users into new, empty rooms."""
         self.room_size = room_size
+        first = -(-self.next_user // room_size) * room_size
+        self.next_user = first + users
         start_at = time.time() + 0.5
         started = time.perf_counter()
         parts = await self._call({"op": "connect", "users": users, "rate": rate,
-                                  "room_size": room_size, "start_at": start_at},
-                                 seconds=users / rate + CALL_TIMEOUT)
+                                  "room_size": room_size, "start_at": start_at,
+                                  "first": first}, seconds=users / rate + CALL_TIMEOUT)
         wall = time.perf_counter() - started - 0.5
         latencies = [v for p in parts for v in p["latencies"]]
         failures: Counter[str] = Counter()
@@ -541,7 +560,13 @@ class LoadGen:
                 "connected": len(latencies), "failures": sum(failures.values()),
                 "failure_kinds": dict(failures), "mean_ms": stats["mean"],
                 "p50_ms": stats["p50"], "p99_ms": stats["p99"], "max_ms": stats["max"],
-                "achieved_per_s": round(len(latencies) / wall, 1) if wall > 0 else None}
+                "achieved_per_s": round(len(latencies) / wall, 1) if wall > 0 else None,
+                "start_lag_p99_ms": max((p["lag_p99"] or 0) for p in parts),
+                "active_s": round(wall, 3)}
+
+    async def disconnect(self) -> int:
+        """Close every socket of every worker; returns how many users were dropped."""
+        return sum(p["disconnected"] for p in await self._call({"op": "disconnect"}))
 
     async def messages(self, rate: float, seconds: float, *, drain: float = 3.0,
                        settle: float = 2.0) -> dict[str, Any]:

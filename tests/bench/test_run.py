@@ -1,5 +1,6 @@
 """The benchmark runner's smoke mode end to end: it starts the bare references and ``chatsys
-all``, connects a few users, sends one short message step, and prints its JSON.
+all``, connects a few users, sends one short message step, probes a tiny connect knee, and
+prints its JSON.
 
 Timing is not asserted: the machine running the tests may be busy. What is checked is that the
 pipeline works and reports the figures the performance docs are made of.
@@ -21,16 +22,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_quick_run_prints_figures_as_json(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--targets",
+        [sys.executable, "-m", "bench.run", "--quick", "--connect-knee", "on", "--targets",
          "websockets,chatsys-granian", "--out", str(tmp_path), "--json",
          str(tmp_path / "result.json")],
         cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
     assert out.returncode == 0, out.stderr[-4000:]
     lines = out.stdout.strip().splitlines()
     assert "websockets" in out.stdout and "chatsys-granian" in out.stdout  # the table
+    assert lines[0].startswith("calibration: ") and "connect knee /s" in out.stdout
     result = json.loads(lines[-1])
-    assert json.loads((tmp_path / "result.json").read_text())["median"] == result["median"]
-    assert set(result) >= {"params", "machine", "targets", "median", "ratios", "verdict"}
+    written = json.loads((tmp_path / "result.json").read_text())  # the printed one + rounds
+    assert written["median"] == result["median"]
+    assert set(result) >= {"params", "machine", "calibration", "targets", "median", "ratios",
+                           "ratios_asgi_granian", "verdict"}
     assert result["targets"] == ["websockets", "chatsys-granian"]
     for target in result["targets"]:
         figures = result["median"][target]
@@ -38,9 +42,29 @@ def test_quick_run_prints_figures_as_json(tmp_path: Path) -> None:
                 "ack_p99_ms@50", "delivery@50", "achieved@50", "load_cpu_us@50"} <= set(figures)
         assert figures["connect_failures"] == 0
         assert figures["delivery@50"] == 1.0
+        # the connect knee: a probed rate (held, or the search halved below the start)
+        p = result["params"]
+        assert 0 <= figures["connect_knee_per_s"] <= p["connect_knee_max"]
+        assert figures["connect_knee_bound_by"][0] in {"ceiling", "server", "generator"}
+        probes = written["rounds"][0][target]["connect_probes"]
+        assert probes and all(c["users"] >= p["connect_probe_min_users"] for c in probes)
+        assert all(c["connected"] == c["users"] for c in probes if c["holds"])
+        assert all(0 <= c["load_busy"] and c["server_cpu_us_per_connect"] >= 0 for c in probes)
+    calibration = result["calibration"]
+    assert calibration["nproc"] >= 1 and calibration["ram_gib"] > 0 and calibration["python"]
+    assert "websockets" in calibration["versions"]
+    assert calibration["reference_connect_knee_per_s"] == \
+        result["median"]["websockets"]["connect_knee_per_s"]
+    assert calibration["reference_knee_per_s"] is None  # no message knee in --quick
     assert result["params"]["client"] == "picows"
     assert result["ratios"]["websockets"]["connect_mean"] == 1.0
-    assert "connect_mean_le_10ms" in result["verdict"]["chatsys-granian"]
+    assert result["ratios"]["websockets"]["connect_knee"] == 1.0
+    # no asgi-granian row: the targets stated against it are undecided, not passed
+    verdict = result["verdict"]["chatsys-granian"]
+    assert verdict["connect_mean_le_2x_asgi_granian"] is None
+    assert verdict["connect_knee_ge_0.5x_asgi_granian"] is None
+    assert verdict["knee_ge_0.9x_asgi_granian"] is None
+    assert result["ratios_asgi_granian"]["chatsys-granian"]["connect_knee"] is None
 
 
 def test_every_bare_reference_chats_with_full_delivery(tmp_path: Path) -> None:
