@@ -111,14 +111,20 @@ class GranianServer:
             server.stop()
 
 
-def _reuse_port_socket(host: str, port: int, backlog: int) -> socket.socket:
-    """A listening socket that sibling workers can bind too (the kernel balances them)."""
+def shared_port_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (0: a free one) that sibling workers can bind too
+    (SO_REUSEPORT: the kernel balances their listeners); not listening yet."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if hasattr(socket, "SO_REUSEPORT"):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
+    return sock
+
+
+def _listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    sock = shared_port_socket(host, port)
     sock.listen(backlog)
     sock.setblocking(False)
     return sock
@@ -140,7 +146,7 @@ class HypercornServer:
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         # Bound here rather than by Hypercorn so that --workers can share the port.
-        sock = _reuse_port_socket(self.settings.host, self.settings.port, BACKLOG)
+        sock = _listening_socket(self.settings.host, self.settings.port, BACKLOG)
         port = int(sock.getsockname()[1])
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve_on, app, config, sock, stop.wait)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import sys
 from pathlib import Path
 
 import anyio
 import anyio.abc
 
+from chatsys.gateway.servers import shared_port_socket
 from chatsys.runtime import ready
 from chatsys.runtime.children import spawn, terminate, wait_any, watch
 from chatsys.runtime.settings import Settings, options_for
@@ -35,22 +35,12 @@ def worker_command(settings: Settings, ready_file: str = "") -> list[str]:
     return [sys.executable, "-m", "chatsys", "gateway", *flags]
 
 
-def _reserve_port(host: str) -> socket.socket:
-    """``--port 0`` with workers: a port they can all bind. This socket binds it with
-    SO_REUSEPORT and never listens, so it takes no connection, yet no other program can take
-    the port while it is open; the workers bind it beside it and the kernel balances them."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, 0))
-    return sock
-
-
 async def serve_workers(settings: Settings, stop: anyio.Event) -> None:
     with contextlib.ExitStack() as reserved:
         if settings.port == 0:
-            sock = reserved.enter_context(_reserve_port(settings.host))
+            # A port they can all bind: this socket binds it beside them and never listens,
+            # so it takes no connection, yet no other program can take the port meanwhile.
+            sock = reserved.enter_context(shared_port_socket(settings.host, 0))
             settings = settings.replace(port=sock.getsockname()[1])
         await _serve_workers(settings, stop)
 
