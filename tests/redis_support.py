@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import random
-import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 
-from chatsys.runtime.members import REDIS_ATTEMPTS, REDIS_PORTS
+from chatsys.runtime.members import (
+    REDIS_ATTEMPTS,
+    REDIS_PORTS,
+    REDIS_SERVER,
+    redis_command,
+    redis_pid,
+)
 from tests.support import Proc, running_command
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 @dataclass(frozen=True)
@@ -32,41 +36,19 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
 
-def redis_ping(port: int) -> bool:
-    """A PING answered with PONG (a bound port alone may still be loading the AOF)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
-        s.sendall(b"PING\r\n")
-        return s.recv(64).startswith(b"+PONG")
-
-
-def redis_pid(port: int) -> int | None:
-    """The pid of the Redis answering on ``port`` (so a test never takes someone else's)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
-        s.sendall(b"INFO server\r\n")
-        reply = b""
-        while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
-            chunk = s.recv(4096)
-            if not chunk:
-                return None
-            reply += chunk
-    line = reply.split(b"process_id:", 1)[1].split(b"\r\n", 1)[0]
-    return int(line)
-
-
 @contextlib.contextmanager
 def start_redis(directory: Path, *, port: int | None = None) -> Iterator[RedisServer]:
     """A redis-server keeping its AOF in ``directory``, on ``port`` or, by default, on one it
     could bind (Redis cannot report a port it chose: it is offered random ones until one is
     free, as :mod:`chatsys.runtime.topology` does); start it again on the same directory and
     port to test a restart."""
-    if not Path(REDIS_SERVER).exists():
+    if REDIS_SERVER is None:
         pytest.fail("redis-server is not installed (apt-get install redis-server)")
     directory.mkdir(parents=True, exist_ok=True)
     for attempt in range(1 if port else REDIS_ATTEMPTS):
         chosen = port or random.randint(*REDIS_PORTS)
-        args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(chosen), "--dir",
-                str(directory), "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-                "--protected-mode", "yes", "--maxmemory-policy", "noeviction"]
+        args = redis_command(directory, ["--port", str(chosen), "--protected-mode", "yes",
+                                         "--maxmemory-policy", "noeviction"])
         started = contextlib.ExitStack()
         try:
             proc = started.enter_context(running_command(
@@ -82,7 +64,8 @@ def start_redis(directory: Path, *, port: int | None = None) -> Iterator[RedisSe
 
 
 def _ours(port: int, proc: Proc) -> bool:
-    return redis_ping(port) and redis_pid(port) == proc.pid
+    """Serving (its AOF loaded) and the process we started, not another test's."""
+    return anyio.run(redis_pid, port) == proc.pid
 
 
 @pytest.fixture(scope="session")
