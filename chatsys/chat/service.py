@@ -30,6 +30,8 @@ from chatsys.stubs.chatsys.chat.v1.chat_pb2 import (
     HistoryResponse,
     Message,
     Presence,
+    PublishPresenceBatchRequest,
+    PublishPresenceBatchResponse,
     PublishPresenceRequest,
     PublishPresenceResponse,
     RoomEvent,
@@ -40,6 +42,7 @@ from chatsys.stubs.chatsys.chat.v1.chat_pb2 import (
 MAX_SESSION_CHARS = 128
 MAX_FILE_FIELD_CHARS = 512
 MAX_BATCH_APPENDS = 1000
+MAX_BATCH_PRESENCES = 1000
 
 
 def _fill(outcome: AppendOutcome, result: Message | ChatError) -> None:
@@ -49,6 +52,15 @@ def _fill(outcome: AppendOutcome, result: Message | ChatError) -> None:
     else:
         outcome.stored.id = result.id
         outcome.stored.ts = result.ts
+
+
+def _check_presence(presence: Presence) -> None:
+    validation.room_name(presence.room)
+    validation.user_name(presence.user)
+    if presence.event not in (Presence.EVENT_JOIN, Presence.EVENT_LEAVE):
+        raise BadRequest("presence event must be join or leave")
+    if len(presence.session) > MAX_SESSION_CHARS:
+        raise BadRequest("session is too long")
 
 
 class ChatService:
@@ -69,6 +81,8 @@ class ChatService:
             wire.APPEND_BATCH.route: wire.APPEND_BATCH.handler(self.append_batch),
             wire.HISTORY.route: wire.HISTORY.handler(self.history),
             wire.PUBLISH_PRESENCE.route: wire.PUBLISH_PRESENCE.handler(self.publish_presence),
+            wire.PUBLISH_PRESENCE_BATCH.route: wire.PUBLISH_PRESENCE_BATCH.handler(
+                self.publish_presence_batch),
             wire.SUBSCRIBE.route: wire.SUBSCRIBE.handler(self.subscribe),
         }
 
@@ -132,15 +146,26 @@ class ChatService:
     async def publish_presence(self, message: PublishPresenceRequest) -> PublishPresenceResponse:
         if not message.HasField("presence"):
             raise BadRequest("presence is required")
-        presence = message.presence
-        validation.room_name(presence.room)
-        validation.user_name(presence.user)
-        if presence.event not in (Presence.EVENT_JOIN, Presence.EVENT_LEAVE):
-            raise BadRequest("presence event must be join or leave")
-        if len(presence.session) > MAX_SESSION_CHARS:
-            raise BadRequest("session is too long")
-        await self.broker.publish_presence(presence)
+        _check_presence(message.presence)
+        await self.broker.publish_presence(message.presence)
         return PublishPresenceResponse()
+
+    @rpc.unary
+    async def publish_presence_batch(self, message: PublishPresenceBatchRequest,
+                                     ) -> PublishPresenceBatchResponse:
+        if len(message.presences) > MAX_BATCH_PRESENCES:
+            raise BadRequest(f"at most {MAX_BATCH_PRESENCES} presences per batch")
+        reply = PublishPresenceBatchResponse()
+        for presence in message.presences:
+            failure = reply.failures.add()
+            try:
+                _check_presence(presence)
+            except ChatError as exc:
+                failure.status = exc.grpc_status.value
+                failure.detail = exc.message
+                continue
+            await self.broker.publish_presence(presence)
+        return reply
 
     @rpc.stream
     async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[RoomEvent]:

@@ -9,6 +9,7 @@ session, whichever replica made it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chatsys.runtime.storage import connect_redis
@@ -54,14 +55,15 @@ class RedisSessionStore:
         client = await connect_redis(url)
         return cls(client)
 
-    async def create(self, record: SessionRecord, token_hash: bytes) -> None:
-        token = token_hash.hex()
+    async def create(self, sessions: Sequence[tuple[SessionRecord, bytes]]) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(TOKEN_KEY + token, mapping={  # type: ignore[arg-type]
-                "id": record.id, "user": record.user, "room": record.room,
-                "created_ms": record.created_ms})
-            pipe.set(SESSION_KEY + record.id, token)
-            pipe.zadd(INDEX_KEY, {record.id: record.created_ms})
+            for record, token_hash in sessions:
+                token = token_hash.hex()
+                pipe.hset(TOKEN_KEY + token, mapping={  # type: ignore[arg-type]
+                    "id": record.id, "user": record.user, "room": record.room,
+                    "created_ms": record.created_ms})
+                pipe.set(SESSION_KEY + record.id, token)
+                pipe.zadd(INDEX_KEY, {record.id: record.created_ms})
             await pipe.execute()
 
     async def lookup(self, token_hash: bytes, not_before_ms: int) -> SessionRecord | None:
@@ -72,8 +74,13 @@ class RedisSessionStore:
                                int(fields["created_ms"]))
         return record if record.created_ms >= not_before_ms else None
 
-    async def end(self, session_id: str) -> None:
-        await self._end(keys=[INDEX_KEY], args=[session_id, TOKEN_KEY, SESSION_KEY])
+    async def end(self, session_ids: Sequence[str]) -> None:
+        # One round trip: the script per session, pipelined (each stays atomic on its own).
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id in session_ids:
+                await self._end(keys=[INDEX_KEY], args=[session_id, TOKEN_KEY, SESSION_KEY],
+                                client=pipe)
+            await pipe.execute()
 
     async def purge(self, before_ms: int) -> int:
         total = 0

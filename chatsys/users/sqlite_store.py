@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
-from chatsys.runtime.sqlite import SqliteDB, parse_sqlite_url
+from chatsys.runtime.sqlite import SqliteDB, parse_sqlite_url, transaction
 from chatsys.users.store import SessionRecord
 
 SCHEMA = """
@@ -30,15 +31,11 @@ class SqliteSessionStore:
         await db.open()
         return cls(db)
 
-    async def create(self, record: SessionRecord, token_hash: bytes) -> None:
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO sessions (id, token_hash, user, room, created_ms) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (record.id, token_hash, record.user, record.room, record.created_ms),
-            )
-
-        await self._db.run(insert)
+    async def create(self, sessions: Sequence[tuple[SessionRecord, bytes]]) -> None:
+        rows = [(r.id, token_hash, r.user, r.room, r.created_ms) for r, token_hash in sessions]
+        await self._db.run(transaction, lambda conn: conn.executemany(
+            "INSERT INTO sessions (id, token_hash, user, room, created_ms) "
+            "VALUES (?, ?, ?, ?, ?)", rows))
 
     async def lookup(self, token_hash: bytes, not_before_ms: int) -> SessionRecord | None:
         def select(conn: sqlite3.Connection) -> SessionRecord | None:
@@ -50,9 +47,10 @@ class SqliteSessionStore:
 
         return await self._db.run(select)
 
-    async def end(self, session_id: str) -> None:
-        await self._db.run(lambda conn: conn.execute(
-            "DELETE FROM sessions WHERE id = ?", (session_id,)))
+    async def end(self, session_ids: Sequence[str]) -> None:
+        rows = [(session_id,) for session_id in session_ids]
+        await self._db.run(transaction, lambda conn: conn.executemany(
+            "DELETE FROM sessions WHERE id = ?", rows))
 
     async def purge(self, before_ms: int) -> int:
         return await self._db.run(lambda conn: conn.execute(

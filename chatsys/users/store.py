@@ -7,6 +7,7 @@ time still valid, so every backend applies the same TTL rule.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,14 +24,15 @@ class SessionRecord:
 
 
 class SessionStore(Protocol):
-    async def create(self, record: SessionRecord, token_hash: bytes) -> None:
-        """Store a new session under the hash of its token."""
+    async def create(self, sessions: Sequence[tuple[SessionRecord, bytes]]) -> None:
+        """Store new sessions, each under the hash of its token, in one commit (a join storm's
+        sessions arrive batched)."""
 
     async def lookup(self, token_hash: bytes, not_before_ms: int) -> SessionRecord | None:
         """The session for this token hash, or None if unknown or created before the cut-off."""
 
-    async def end(self, session_id: str) -> None:
-        """Forget a session; ending an unknown one is not an error."""
+    async def end(self, session_ids: Sequence[str]) -> None:
+        """Forget sessions, in one commit; ending an unknown one is not an error."""
 
     async def purge(self, before_ms: int) -> int:
         """Delete sessions created before ``before_ms`` (expired); returns how many."""

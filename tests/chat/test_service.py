@@ -21,6 +21,7 @@ from chatsys.stubs.chatsys.chat.v1 import (
     HistoryRequest,
     Presence,
     PresenceEvent,
+    PublishPresenceBatchRequest,
     PublishPresenceRequest,
     RoomEvent,
     SubscribeRequest,
@@ -28,7 +29,9 @@ from chatsys.stubs.chatsys.chat.v1 import (
 from chatsys.stubs.chatsys.users.v1 import (
     AuthenticateRequest,
     CreateSessionRequest,
+    CreateSessionsRequest,
     EndSessionRequest,
+    EndSessionsRequest,
     UserServiceStub,
 )
 from tests.grpc_services import Service, start
@@ -81,6 +84,51 @@ async def test_session_lifecycle_and_forged_token(channel: Channel) -> None:
         await users.end_session(EndSessionRequest(session_id=created.session.id))
         status = await _status(users.authenticate(AuthenticateRequest(token=created.token)))
         assert status is Status.UNAUTHENTICATED
+
+
+async def test_sessions_in_batches_answer_each_request_in_order(channel: Channel) -> None:
+    users = UserServiceStub(channel)
+    with anyio.fail_after(5):
+        reply = await users.create_sessions(CreateSessionsRequest(requests=[
+            CreateSessionRequest(user="ana", room="lobby"),
+            CreateSessionRequest(user="a/b", room="lobby"),
+            CreateSessionRequest(user="bo", room="kitchen")]))
+        ana, bad, bo = reply.outcomes
+        assert bad.failure is not None and bad.created is None
+        assert Status(bad.failure.status) is Status.INVALID_ARGUMENT and bad.failure.detail
+        tokens = []
+        for outcome, (user, room) in ((ana, ("ana", "lobby")), (bo, ("bo", "kitchen"))):
+            assert outcome.created is not None and outcome.created.session is not None
+            assert (outcome.created.session.user, outcome.created.session.room) == (user, room)
+            auth = await users.authenticate(AuthenticateRequest(token=outcome.created.token))
+            assert auth.session == outcome.created.session
+            tokens.append(outcome.created.token)
+        assert ana.created and bo.created and ana.created.session and bo.created.session
+        await users.end_sessions(EndSessionsRequest(session_ids=[
+            ana.created.session.id, "", "unknown", bo.created.session.id]))
+        for token in tokens:
+            status = await _status(users.authenticate(AuthenticateRequest(token=token)))
+            assert status is Status.UNAUTHENTICATED
+        too_many = CreateSessionsRequest(requests=[CreateSessionRequest(user="u", room="r")]
+                                         * 1001)
+        assert await _status(users.create_sessions(too_many)) is Status.INVALID_ARGUMENT
+
+
+async def test_presence_batch_broadcasts_each_valid_presence(channel: Channel) -> None:
+    chat = ChatServiceStub(channel)
+    with anyio.fail_after(10):
+        events = chat.subscribe(SubscribeRequest(room="storm"))
+        assert (await anext(events)).subscribed is not None
+        reply = await chat.publish_presence_batch(PublishPresenceBatchRequest(presences=[
+            Presence(room="storm", user="ana", session="s1", event=PresenceEvent.JOIN),
+            Presence(room="storm", user="bo", session="s2"),  # no event: refused alone
+            Presence(room="storm", user="cy", session="s3", event=PresenceEvent.LEAVE)]))
+        assert [Status(f.status) for f in reply.failures] == [
+            Status.OK, Status.INVALID_ARGUMENT, Status.OK]
+        got = [await anext(events) for _ in range(2)]
+        assert [(e.presence.user, e.presence.event) for e in got if e.presence] == [
+            ("ana", PresenceEvent.JOIN), ("cy", PresenceEvent.LEAVE)]
+        await events.aclose()
 
 
 async def test_append_validation(channel: Channel) -> None:

@@ -68,18 +68,27 @@ async def test_session_create_lookup_end(sessions: SessionStore) -> None:
     with anyio.fail_after(5):
         await sessions.ping()
         record = SessionRecord("sid1", "ana", "lobby", 1_000)
-        await sessions.create(record, _h("tok"))
+        await sessions.create([(record, _h("tok"))])
         assert await sessions.lookup(_h("tok"), 0) == record
         assert await sessions.lookup(_h("forged"), 0) is None
-        await sessions.end("sid1")
+        await sessions.end(["sid1"])
         assert await sessions.lookup(_h("tok"), 0) is None
-        await sessions.end("sid1")  # idempotent
+        await sessions.end(["sid1"])  # idempotent
+
+
+async def test_sessions_are_created_and_ended_in_batches(sessions: SessionStore) -> None:
+    with anyio.fail_after(5):
+        records = [SessionRecord(f"sid{i}", f"u{i}", "lobby", 1_000 + i) for i in range(3)]
+        await sessions.create([(r, _h(r.id)) for r in records])
+        assert [await sessions.lookup(_h(r.id), 0) for r in records] == records
+        await sessions.end(["sid0", "unknown", "sid2"])
+        assert [await sessions.lookup(_h(r.id), 0) for r in records] == [None, records[1], None]
 
 
 async def test_session_expiry_and_purge(sessions: SessionStore) -> None:
     with anyio.fail_after(5):
-        await sessions.create(SessionRecord("old", "ana", "lobby", 1_000), _h("old"))
-        await sessions.create(SessionRecord("new", "bo", "lobby", 5_000), _h("new"))
+        await sessions.create([(SessionRecord("old", "ana", "lobby", 1_000), _h("old")),
+                               (SessionRecord("new", "bo", "lobby", 5_000), _h("new"))])
         assert await sessions.lookup(_h("old"), 2_000) is None  # created before the cut-off
         assert (await sessions.lookup(_h("new"), 2_000)) is not None
         assert await sessions.purge(2_000) == 1
@@ -136,7 +145,7 @@ async def test_durable_across_reopen(settings: Settings) -> None:
         stored = await store.append([text("r", "persist")], 7)
         await store.aclose()
         sessions = await open_session_store(settings)
-        await sessions.create(SessionRecord("sid", "ana", "r", 1), _h("t"))
+        await sessions.create([(SessionRecord("sid", "ana", "r", 1), _h("t"))])
         await sessions.aclose()
 
         store = await open_message_store(settings)

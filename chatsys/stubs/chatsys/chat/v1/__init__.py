@@ -18,6 +18,8 @@ __all__ = (
     "Message",
     "Presence",
     "PresenceEvent",
+    "PublishPresenceBatchRequest",
+    "PublishPresenceBatchResponse",
     "PublishPresenceRequest",
     "PublishPresenceResponse",
     "RoomEvent",
@@ -307,6 +309,47 @@ default_message_pool.register_message("chatsys.chat.v1", "Presence", Presence)
 
 
 @dataclass(eq=False, repr=False)
+class PublishPresenceBatchRequest(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return CHATSYS_CHAT_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name[
+            "PublishPresenceBatchRequest"
+        ]
+
+    presences: "list[Presence]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message(
+    "chatsys.chat.v1", "PublishPresenceBatchRequest", PublishPresenceBatchRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class PublishPresenceBatchResponse(betterproto2.Message):
+    """
+    One entry per presence, in request order: status 0 (OK) when it was broadcast, else the
+    status and detail its own PublishPresence call would have had.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return CHATSYS_CHAT_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name[
+            "PublishPresenceBatchResponse"
+        ]
+
+    failures: "list[AppendFailure]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message(
+    "chatsys.chat.v1", "PublishPresenceBatchResponse", PublishPresenceBatchResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class PublishPresenceRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
@@ -510,6 +553,28 @@ class ChatServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def publish_presence_batch(
+        self,
+        message: "PublishPresenceBatchRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "PublishPresenceBatchResponse":
+        """
+        Many joins/leaves in one call (a gateway coalesces a join or leave storm's presence):
+        each is validated and broadcast on its own, outcomes in request order.
+        """
+
+        return await self._unary_unary(
+            "/chatsys.chat.v1.ChatService/PublishPresenceBatch",
+            message,
+            PublishPresenceBatchResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def subscribe(
         self,
         message: "SubscribeRequest",
@@ -535,7 +600,7 @@ class ChatServiceStub(betterproto2_grpclib.ServiceStub):
 
 
 CHATSYS_CHAT_V1_CHAT_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b'\n\x1achatsys/chat/v1/chat.proto\x12\x0fchatsys.chat.v1"d\n\x07FileRef\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n\x04size\x18\x03 \x01(\x03R\x04size\x12!\n\x0ccontent_type\x18\x04 \x01(\tR\x0bcontentType"\xb9\x01\n\x07Message\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04room\x18\x02 \x01(\tR\x04room\x12\x12\n\x04user\x18\x03 \x01(\tR\x04user\x12\x18\n\x07session\x18\x04 \x01(\tR\x07session\x12\x0e\n\x02ts\x18\x05 \x01(\x03R\x02ts\x12\x14\n\x04text\x18\x06 \x01(\tH\x00R\x04text\x12.\n\x04file\x18\x07 \x01(\x0b2\x18.chatsys.chat.v1.FileRefH\x00R\x04fileB\x06\n\x04body"\xc2\x01\n\x08Presence\x12\x12\n\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n\x07session\x18\x03 \x01(\tR\x07session\x125\n\x05event\x18\x04 \x01(\x0e2\x1f.chatsys.chat.v1.Presence.EventR\x05event"=\n\x05Event\x12\x13\n\x11EVENT_UNSPECIFIED\x12\x0e\n\nEVENT_JOIN\x10\x01\x12\x0f\n\x0bEVENT_LEAVE\x10\x02" \n\nSubscribed\x12\x12\n\x04room\x18\x01 \x01(\tR\x04room"\xc2\x01\n\tRoomEvent\x124\n\x07message\x18\x01 \x01(\x0b2\x18.chatsys.chat.v1.MessageH\x00R\x07message\x127\n\x08presence\x18\x02 \x01(\x0b2\x19.chatsys.chat.v1.PresenceH\x00R\x08presence\x12=\n\nsubscribed\x18\x03 \x01(\x0b2\x1b.chatsys.chat.v1.SubscribedH\x00R\nsubscribedB\x07\n\x05event"\x9f\x01\n\rAppendRequest\x12\x12\n\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n\x07session\x18\x03 \x01(\tR\x07session\x12\x14\n\x04text\x18\x04 \x01(\tH\x00R\x04text\x12.\n\x04file\x18\x05 \x01(\x0b2\x18.chatsys.chat.v1.FileRefH\x00R\x04fileB\x06\n\x04body"D\n\x0eAppendResponse\x122\n\x07message\x18\x01 \x01(\x0b2\x18.chatsys.chat.v1.MessageR\x07message"N\n\x12AppendBatchRequest\x128\n\x07appends\x18\x01 \x03(\x0b2\x1e.chatsys.chat.v1.AppendRequestR\x07appends"?\n\rAppendFailure\x12\x16\n\x06status\x18\x01 \x01(\x05R\x06status\x12\x16\n\x06detail\x18\x02 \x01(\tR\x06detail"(\n\x06Stored\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n\x02ts\x18\x02 \x01(\x03R\x02ts"\x89\x01\n\rAppendOutcome\x121\n\x06stored\x18\x01 \x01(\x0b2\x17.chatsys.chat.v1.StoredH\x00R\x06stored\x12:\n\x07failure\x18\x02 \x01(\x0b2\x1e.chatsys.chat.v1.AppendFailureH\x00R\x07failureB\t\n\x07outcome"Q\n\x13AppendBatchResponse\x12:\n\x08outcomes\x18\x01 \x03(\x0b2\x1e.chatsys.chat.v1.AppendOutcomeR\x08outcomes"P\n\x0eHistoryRequest\x12\x12\n\x04room\x18\x01 \x01(\tR\x04room\x12\x14\n\x05since\x18\x02 \x01(\tR\x05since\x12\x14\n\x05limit\x18\x03 \x01(\x05R\x05limit"G\n\x0fHistoryResponse\x124\n\x08messages\x18\x01 \x03(\x0b2\x18.chatsys.chat.v1.MessageR\x08messages"O\n\x16PublishPresenceRequest\x125\n\x08presence\x18\x01 \x01(\x0b2\x19.chatsys.chat.v1.PresenceR\x08presence"\x19\n\x17PublishPresenceResponse"<\n\x10SubscribeRequest\x12\x12\n\x04room\x18\x01 \x01(\tR\x04room\x12\x14\n\x05since\x18\x02 \x01(\tR\x05since2\xb4\x03\n\x0bChatService\x12I\n\x06Append\x12\x1e.chatsys.chat.v1.AppendRequest\x1a\x1f.chatsys.chat.v1.AppendResponse\x12X\n\x0bAppendBatch\x12#.chatsys.chat.v1.AppendBatchRequest\x1a$.chatsys.chat.v1.AppendBatchResponse\x12L\n\x07History\x12\x1f.chatsys.chat.v1.HistoryRequest\x1a .chatsys.chat.v1.HistoryResponse\x12d\n\x0fPublishPresence\x12\'.chatsys.chat.v1.PublishPresenceRequest\x1a(.chatsys.chat.v1.PublishPresenceResponse\x12L\n\tSubscribe\x12!.chatsys.chat.v1.SubscribeRequest\x1a\x1a.chatsys.chat.v1.RoomEvent0\x01b\x06proto3'
+    b'\n\x1achatsys/chat/v1/chat.proto\x12\x0fchatsys.chat.v1"d\n\x07FileRef\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n\x04size\x18\x03 \x01(\x03R\x04size\x12!\n\x0ccontent_type\x18\x04 \x01(\tR\x0bcontentType"\xb9\x01\n\x07Message\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04room\x18\x02 \x01(\tR\x04room\x12\x12\n\x04user\x18\x03 \x01(\tR\x04user\x12\x18\n\x07session\x18\x04 \x01(\tR\x07session\x12\x0e\n\x02ts\x18\x05 \x01(\x03R\x02ts\x12\x14\n\x04text\x18\x06 \x01(\tH\x00R\x04text\x12.\n\x04file\x18\x07 \x01(\x0b2\x18.chatsys.chat.v1.FileRefH\x00R\x04fileB\x06\n\x04body"\xc2\x01\n\x08Presence\x12\x12\n\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n\x07session\x18\x03 \x01(\tR\x07session\x125\n\x05event\x18\x04 \x01(\x0e2\x1f.chatsys.chat.v1.Presence.EventR\x05event"=\n\x05Event\x12\x13\n\x11EVENT_UNSPECIFIED\x12\x0e\n\nEVENT_JOIN\x10\x01\x12\x0f\n\x0bEVENT_LEAVE\x10\x02" \n\nSubscribed\x12\x12\n\x04room\x18\x01 \x01(\tR\x04room"\xc2\x01\n\tRoomEvent\x124\n\x07message\x18\x01 \x01(\x0b2\x18.chatsys.chat.v1.MessageH\x00R\x07message\x127\n\x08presence\x18\x02 \x01(\x0b2\x19.chatsys.chat.v1.PresenceH\x00R\x08presence\x12=\n\nsubscribed\x18\x03 \x01(\x0b2\x1b.chatsys.chat.v1.SubscribedH\x00R\nsubscribedB\x07\n\x05event"\x9f\x01\n\rAppendRequest\x12\x12\n\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n\x07session\x18\x03 \x01(\tR\x07session\x12\x14\n\x04text\x18\x04 \x01(\tH\x00R\x04text\x12.\n\x04file\x18\x05 \x01(\x0b2\x18.chatsys.chat.v1.FileRefH\x00R\x04fileB\x06\n\x04body"D\n\x0eAppendResponse\x122\n\x07message\x18\x01 \x01(\x0b2\x18.chatsys.chat.v1.MessageR\x07message"N\n\x12AppendBatchRequest\x128\n\x07appends\x18\x01 \x03(\x0b2\x1e.chatsys.chat.v1.AppendRequestR\x07appends"?\n\rAppendFailure\x12\x16\n\x06status\x18\x01 \x01(\x05R\x06status\x12\x16\n\x06detail\x18\x02 \x01(\tR\x06detail"(\n\x06Stored\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n\x02ts\x18\x02 \x01(\x03R\x02ts"\x89\x01\n\rAppendOutcome\x121\n\x06stored\x18\x01 \x01(\x0b2\x17.chatsys.chat.v1.StoredH\x00R\x06stored\x12:\n\x07failure\x18\x02 \x01(\x0b2\x1e.chatsys.chat.v1.AppendFailureH\x00R\x07failureB\t\n\x07outcome"Q\n\x13AppendBatchResponse\x12:\n\x08outcomes\x18\x01 \x03(\x0b2\x1e.chatsys.chat.v1.AppendOutcomeR\x08outcomes"P\n\x0eHistoryRequest\x12\x12\n\x04room\x18\x01 \x01(\tR\x04room\x12\x14\n\x05since\x18\x02 \x01(\tR\x05since\x12\x14\n\x05limit\x18\x03 \x01(\x05R\x05limit"G\n\x0fHistoryResponse\x124\n\x08messages\x18\x01 \x03(\x0b2\x18.chatsys.chat.v1.MessageR\x08messages"O\n\x16PublishPresenceRequest\x125\n\x08presence\x18\x01 \x01(\x0b2\x19.chatsys.chat.v1.PresenceR\x08presence"\x19\n\x17PublishPresenceResponse"V\n\x1bPublishPresenceBatchRequest\x127\n\tpresences\x18\x01 \x03(\x0b2\x19.chatsys.chat.v1.PresenceR\tpresences"Z\n\x1cPublishPresenceBatchResponse\x12:\n\x08failures\x18\x01 \x03(\x0b2\x1e.chatsys.chat.v1.AppendFailureR\x08failures"<\n\x10SubscribeRequest\x12\x12\n\x04room\x18\x01 \x01(\tR\x04room\x12\x14\n\x05since\x18\x02 \x01(\tR\x05since2\xa9\x04\n\x0bChatService\x12I\n\x06Append\x12\x1e.chatsys.chat.v1.AppendRequest\x1a\x1f.chatsys.chat.v1.AppendResponse\x12X\n\x0bAppendBatch\x12#.chatsys.chat.v1.AppendBatchRequest\x1a$.chatsys.chat.v1.AppendBatchResponse\x12L\n\x07History\x12\x1f.chatsys.chat.v1.HistoryRequest\x1a .chatsys.chat.v1.HistoryResponse\x12d\n\x0fPublishPresence\x12\'.chatsys.chat.v1.PublishPresenceRequest\x1a(.chatsys.chat.v1.PublishPresenceResponse\x12s\n\x14PublishPresenceBatch\x12,.chatsys.chat.v1.PublishPresenceBatchRequest\x1a-.chatsys.chat.v1.PublishPresenceBatchResponse\x12L\n\tSubscribe\x12!.chatsys.chat.v1.SubscribeRequest\x1a\x1a.chatsys.chat.v1.RoomEvent0\x01b\x06proto3'
 )
 
 
@@ -568,6 +633,16 @@ class ChatServiceBase(betterproto2_grpclib.ServiceBase):
     ) -> "PublishPresenceResponse":
         """
         Broadcasts a join/leave to the room's subscribers; not stored.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def publish_presence_batch(
+        self, message: "PublishPresenceBatchRequest"
+    ) -> "PublishPresenceBatchResponse":
+        """
+        Many joins/leaves in one call (a gateway coalesces a join or leave storm's presence):
+        each is validated and broadcast on its own, outcomes in request order.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -613,6 +688,15 @@ class ChatServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.publish_presence(request)
         await stream.send_message(response)
 
+    async def __rpc_publish_presence_batch(
+        self,
+        stream: "grpclib.server.Stream[PublishPresenceBatchRequest, PublishPresenceBatchResponse]",
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.publish_presence_batch(request)
+        await stream.send_message(response)
+
     async def __rpc_subscribe(
         self, stream: "grpclib.server.Stream[SubscribeRequest, RoomEvent]"
     ) -> None:
@@ -649,6 +733,12 @@ class ChatServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 PublishPresenceRequest,
                 PublishPresenceResponse,
+            ),
+            "/chatsys.chat.v1.ChatService/PublishPresenceBatch": grpclib.const.Handler(
+                self.__rpc_publish_presence_batch,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                PublishPresenceBatchRequest,
+                PublishPresenceBatchResponse,
             ),
             "/chatsys.chat.v1.ChatService/Subscribe": grpclib.const.Handler(
                 self.__rpc_subscribe,

@@ -155,6 +155,18 @@ class PublishPresenceResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class PublishPresenceBatchRequest(_message.Message):
+    __slots__ = ("presences",)
+    PRESENCES_FIELD_NUMBER: _ClassVar[int]
+    presences: _containers.RepeatedCompositeFieldContainer[Presence]
+    def __init__(self, presences: _Optional[_Iterable[_Union[Presence, _Mapping]]] = ...) -> None: ...
+
+class PublishPresenceBatchResponse(_message.Message):
+    __slots__ = ("failures",)
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    failures: _containers.RepeatedCompositeFieldContainer[AppendFailure]
+    def __init__(self, failures: _Optional[_Iterable[_Union[AppendFailure, _Mapping]]] = ...) -> None: ...
+
 class SubscribeRequest(_message.Message):
     __slots__ = ("room", "since")
     ROOM_FIELD_NUMBER: _ClassVar[int]

@@ -6,10 +6,16 @@
 __all__ = (
     "AuthenticateRequest",
     "AuthenticateResponse",
+    "CreateSessionFailure",
+    "CreateSessionOutcome",
     "CreateSessionRequest",
     "CreateSessionResponse",
+    "CreateSessionsRequest",
+    "CreateSessionsResponse",
     "EndSessionRequest",
     "EndSessionResponse",
+    "EndSessionsRequest",
+    "EndSessionsResponse",
     "Session",
     "UserServiceBase",
     "UserServiceStub",
@@ -66,6 +72,56 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class CreateSessionFailure(betterproto2.Message):
+    """
+    Why one session of a batch was not created: the gRPC status its own CreateSession call
+    would have had.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return CHATSYS_USERS_V1_USERS_PROTO_DESCRIPTOR.message_types_by_name["CreateSessionFailure"]
+
+    status: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+
+    detail: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message(
+    "chatsys.users.v1", "CreateSessionFailure", CreateSessionFailure
+)
+
+
+@dataclass(eq=False, repr=False)
+class CreateSessionOutcome(betterproto2.Message):
+    """
+
+
+    Oneofs:
+        - outcome:
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return CHATSYS_USERS_V1_USERS_PROTO_DESCRIPTOR.message_types_by_name["CreateSessionOutcome"]
+
+    created: "CreateSessionResponse | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True, group="outcome"
+    )
+
+    failure: "CreateSessionFailure | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True, group="outcome"
+    )
+
+
+default_message_pool.register_message(
+    "chatsys.users.v1", "CreateSessionOutcome", CreateSessionOutcome
+)
+
+
+@dataclass(eq=False, repr=False)
 class CreateSessionRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
@@ -102,6 +158,44 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class CreateSessionsRequest(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return CHATSYS_USERS_V1_USERS_PROTO_DESCRIPTOR.message_types_by_name[
+            "CreateSessionsRequest"
+        ]
+
+    requests: "list[CreateSessionRequest]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message(
+    "chatsys.users.v1", "CreateSessionsRequest", CreateSessionsRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class CreateSessionsResponse(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return CHATSYS_USERS_V1_USERS_PROTO_DESCRIPTOR.message_types_by_name[
+            "CreateSessionsResponse"
+        ]
+
+    outcomes: "list[CreateSessionOutcome]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message(
+    "chatsys.users.v1", "CreateSessionsResponse", CreateSessionsResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class EndSessionRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
@@ -125,6 +219,34 @@ class EndSessionResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("chatsys.users.v1", "EndSessionResponse", EndSessionResponse)
+
+
+@dataclass(eq=False, repr=False)
+class EndSessionsRequest(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return CHATSYS_USERS_V1_USERS_PROTO_DESCRIPTOR.message_types_by_name["EndSessionsRequest"]
+
+    session_ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+
+
+default_message_pool.register_message("chatsys.users.v1", "EndSessionsRequest", EndSessionsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class EndSessionsResponse(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return CHATSYS_USERS_V1_USERS_PROTO_DESCRIPTOR.message_types_by_name["EndSessionsResponse"]
+
+    pass
+
+
+default_message_pool.register_message(
+    "chatsys.users.v1", "EndSessionsResponse", EndSessionsResponse
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -210,9 +332,52 @@ class UserServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def create_sessions(
+        self,
+        message: "CreateSessionsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CreateSessionsResponse":
+        """
+        Many sessions in one call (a gateway coalesces a join storm's CreateSession calls): each
+        is validated and created on its own, outcomes in request order, stored in one commit.
+        """
+
+        return await self._unary_unary(
+            "/chatsys.users.v1.UserService/CreateSessions",
+            message,
+            CreateSessionsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def end_sessions(
+        self,
+        message: "EndSessionsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "EndSessionsResponse":
+        """
+        Ends many sessions in one call; unknown ids are not an error.
+        """
+
+        return await self._unary_unary(
+            "/chatsys.users.v1.UserService/EndSessions",
+            message,
+            EndSessionsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 CHATSYS_USERS_V1_USERS_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b'\n\x1cchatsys/users/v1/users.proto\x12\x10chatsys.users.v1"`\n\x07Session\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04user\x18\x02 \x01(\tR\x04user\x12\x12\n\x04room\x18\x03 \x01(\tR\x04room\x12\x1d\n\ncreated_ms\x18\x04 \x01(\x03R\tcreatedMs">\n\x14CreateSessionRequest\x12\x12\n\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n\x04room\x18\x02 \x01(\tR\x04room"b\n\x15CreateSessionResponse\x123\n\x07session\x18\x01 \x01(\x0b2\x19.chatsys.users.v1.SessionR\x07session\x12\x14\n\x05token\x18\x02 \x01(\tR\x05token"+\n\x13AuthenticateRequest\x12\x14\n\x05token\x18\x01 \x01(\tR\x05token"K\n\x14AuthenticateResponse\x123\n\x07session\x18\x01 \x01(\x0b2\x19.chatsys.users.v1.SessionR\x07session"2\n\x11EndSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId"\x14\n\x12EndSessionResponse2\xa7\x02\n\x0bUserService\x12`\n\rCreateSession\x12&.chatsys.users.v1.CreateSessionRequest\x1a\'.chatsys.users.v1.CreateSessionResponse\x12]\n\x0cAuthenticate\x12%.chatsys.users.v1.AuthenticateRequest\x1a&.chatsys.users.v1.AuthenticateResponse\x12W\n\nEndSession\x12#.chatsys.users.v1.EndSessionRequest\x1a$.chatsys.users.v1.EndSessionResponseb\x06proto3'
+    b'\n\x1cchatsys/users/v1/users.proto\x12\x10chatsys.users.v1"`\n\x07Session\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04user\x18\x02 \x01(\tR\x04user\x12\x12\n\x04room\x18\x03 \x01(\tR\x04room\x12\x1d\n\ncreated_ms\x18\x04 \x01(\x03R\tcreatedMs">\n\x14CreateSessionRequest\x12\x12\n\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n\x04room\x18\x02 \x01(\tR\x04room"b\n\x15CreateSessionResponse\x123\n\x07session\x18\x01 \x01(\x0b2\x19.chatsys.users.v1.SessionR\x07session\x12\x14\n\x05token\x18\x02 \x01(\tR\x05token"+\n\x13AuthenticateRequest\x12\x14\n\x05token\x18\x01 \x01(\tR\x05token"K\n\x14AuthenticateResponse\x123\n\x07session\x18\x01 \x01(\x0b2\x19.chatsys.users.v1.SessionR\x07session"2\n\x11EndSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId"\x14\n\x12EndSessionResponse"[\n\x15CreateSessionsRequest\x12B\n\x08requests\x18\x01 \x03(\x0b2&.chatsys.users.v1.CreateSessionRequestR\x08requests"F\n\x14CreateSessionFailure\x12\x16\n\x06status\x18\x01 \x01(\x05R\x06status\x12\x16\n\x06detail\x18\x02 \x01(\tR\x06detail"\xaa\x01\n\x14CreateSessionOutcome\x12C\n\x07created\x18\x01 \x01(\x0b2\'.chatsys.users.v1.CreateSessionResponseH\x00R\x07created\x12B\n\x07failure\x18\x02 \x01(\x0b2&.chatsys.users.v1.CreateSessionFailureH\x00R\x07failureB\t\n\x07outcome"\\\n\x16CreateSessionsResponse\x12B\n\x08outcomes\x18\x01 \x03(\x0b2&.chatsys.users.v1.CreateSessionOutcomeR\x08outcomes"5\n\x12EndSessionsRequest\x12\x1f\n\x0bsession_ids\x18\x01 \x03(\tR\nsessionIds"\x15\n\x13EndSessionsResponse2\xe8\x03\n\x0bUserService\x12`\n\rCreateSession\x12&.chatsys.users.v1.CreateSessionRequest\x1a\'.chatsys.users.v1.CreateSessionResponse\x12]\n\x0cAuthenticate\x12%.chatsys.users.v1.AuthenticateRequest\x1a&.chatsys.users.v1.AuthenticateResponse\x12W\n\nEndSession\x12#.chatsys.users.v1.EndSessionRequest\x1a$.chatsys.users.v1.EndSessionResponse\x12c\n\x0eCreateSessions\x12\'.chatsys.users.v1.CreateSessionsRequest\x1a(.chatsys.users.v1.CreateSessionsResponse\x12Z\n\x0bEndSessions\x12$.chatsys.users.v1.EndSessionsRequest\x1a%.chatsys.users.v1.EndSessionsResponseb\x06proto3'
 )
 
 
@@ -234,6 +399,21 @@ class UserServiceBase(betterproto2_grpclib.ServiceBase):
     async def end_session(self, message: "EndSessionRequest") -> "EndSessionResponse":
         """
         Ends a session: its token stops working.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def create_sessions(self, message: "CreateSessionsRequest") -> "CreateSessionsResponse":
+        """
+        Many sessions in one call (a gateway coalesces a join storm's CreateSession calls): each
+        is validated and created on its own, outcomes in request order, stored in one commit.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def end_sessions(self, message: "EndSessionsRequest") -> "EndSessionsResponse":
+        """
+        Ends many sessions in one call; unknown ids are not an error.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -262,6 +442,22 @@ class UserServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.end_session(request)
         await stream.send_message(response)
 
+    async def __rpc_create_sessions(
+        self, stream: "grpclib.server.Stream[CreateSessionsRequest, CreateSessionsResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.create_sessions(request)
+        await stream.send_message(response)
+
+    async def __rpc_end_sessions(
+        self, stream: "grpclib.server.Stream[EndSessionsRequest, EndSessionsResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.end_sessions(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/chatsys.users.v1.UserService/CreateSession": grpclib.const.Handler(
@@ -281,5 +477,17 @@ class UserServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 EndSessionRequest,
                 EndSessionResponse,
+            ),
+            "/chatsys.users.v1.UserService/CreateSessions": grpclib.const.Handler(
+                self.__rpc_create_sessions,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CreateSessionsRequest,
+                CreateSessionsResponse,
+            ),
+            "/chatsys.users.v1.UserService/EndSessions": grpclib.const.Handler(
+                self.__rpc_end_sessions,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                EndSessionsRequest,
+                EndSessionsResponse,
             ),
         }
