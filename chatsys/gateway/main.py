@@ -46,9 +46,10 @@ async def serve(settings: Settings, stop: anyio.Event, *,
             await background.start(partial(
                 supervise, "fan-out hub", gateway.hub.run, policy=Policy.RESTART,
                 board=gateway.tasks, signals_start=True))
-            await background.start(partial(
-                supervise, "append lanes", gateway.chat.appends.run,
-                policy=Policy.RESTART, board=gateway.tasks, signals_start=True))
+            for coalescer in (*gateway.users.coalescers, *gateway.chat.coalescers):
+                await background.start(partial(
+                    supervise, f"{coalescer.method} lanes", coalescer.run,
+                    policy=Policy.RESTART, board=gateway.tasks, signals_start=True))
             async with anyio.create_task_group() as serving:
                 port = await serving.start(server.serve, app, server_stop)
                 log.info("gateway (%s) listening on http://%s:%d", settings.server,

@@ -33,6 +33,6 @@ WS_ERRORS = Counter("chatsys_ws_errors_total", "Error frames sent, by code.", ("
 WS_CLOSES = Counter("chatsys_ws_closes_total", "Connections the gateway closed, by code.",
                     ("code",))
 SUBSCRIPTIONS = Gauge("chatsys_room_subscriptions", "Rooms with a live subscription to A.")
-APPEND_BATCH_SIZE = Histogram("chatsys_gateway_append_batch_size",
-                              "Messages per AppendBatch call to A (coalescing under load).",
-                              buckets=(1, 2, 4, 8, 16, 32, 64))
+BATCH_SIZE = Histogram("chatsys_gateway_batch_size",
+                       "Requests per batch call to A (coalescing under load), by method.",
+                       ["method"], buckets=(1, 2, 4, 8, 16, 32, 64))

@@ -33,9 +33,14 @@ class SqliteSessionStore:
 
     async def create(self, sessions: Sequence[tuple[SessionRecord, bytes]]) -> None:
         rows = [(r.id, token_hash, r.user, r.room, r.created_ms) for r, token_hash in sessions]
-        await self._db.run(transaction, lambda conn: conn.executemany(
-            "INSERT INTO sessions (id, token_hash, user, room, created_ms) "
-            "VALUES (?, ?, ?, ?, ?)", rows))
+
+        def insert(conn: sqlite3.Connection) -> None:
+            # The cursor is closed here, not kept alive with the result: a later statement
+            # reusing the cached one while it lives fails with "API misuse".
+            conn.executemany("INSERT INTO sessions (id, token_hash, user, room, created_ms) "
+                             "VALUES (?, ?, ?, ?, ?)", rows).close()
+
+        await self._db.run(transaction, insert)
 
     async def lookup(self, token_hash: bytes, not_before_ms: int) -> SessionRecord | None:
         def select(conn: sqlite3.Connection) -> SessionRecord | None:
@@ -49,8 +54,11 @@ class SqliteSessionStore:
 
     async def end(self, session_ids: Sequence[str]) -> None:
         rows = [(session_id,) for session_id in session_ids]
-        await self._db.run(transaction, lambda conn: conn.executemany(
-            "DELETE FROM sessions WHERE id = ?", rows))
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM sessions WHERE id = ?", rows).close()
+
+        await self._db.run(transaction, delete)
 
     async def purge(self, before_ms: int) -> int:
         return await self._db.run(lambda conn: conn.execute(

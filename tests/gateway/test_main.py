@@ -274,13 +274,13 @@ async def test_a_failed_session_leaves_no_member_in_the_room(tmp_path: Path) -> 
 async def test_a_failed_join_ends_the_session_it_created(tmp_path: Path) -> None:
     with _users_apart(tmp_path) as (users, chat, gateway):
         ended = await _metric(users.metrics_port, "grpc_server_handled_total",
-                              grpc_method="EndSession")
+                              grpc_method="EndSessions")
         chat.proc.signal(signal.SIGKILL)
         chat.proc.wait(10)
         status, body = await refused(gateway.port, "user=alice&room=nochat")
         assert status == 503 and body["error"]["code"] == "unavailable"
         await _wait_metric(users.metrics_port, "grpc_server_handled_total", ended + 1,
-                           grpc_method="EndSession")
+                           grpc_method="EndSessions")
         await _wait_metric(gateway.port, "chatsys_room_subscriptions", 0)
 
 

@@ -327,10 +327,11 @@ async def test_health_ready_and_metrics(system: System, request: pytest.FixtureR
                  'grpc_client_handled_total{grpc_code="OK",grpc_method="AppendBatch",'
                  'grpc_service="chatsys.chat.v1.ChatService",grpc_type="unary"}',
                  "grpc_client_handling_seconds_bucket",
-                 "chatsys_gateway_append_batch_size_bucket"]:
+                 'chatsys_gateway_batch_size_bucket{le="1.0",method="AppendBatch"}']:
         assert name in text, name
     assert 'route="/readyz"' in text
-    batches = re.search(r"^chatsys_gateway_append_batch_size_count (\S+)$", text, re.M)
+    batches = re.search(r'^chatsys_gateway_batch_size_count\{method="AppendBatch"\} (\S+)$',
+                        text, re.M)
     assert batches is not None and float(batches[1]) >= 1  # the message above went in a batch
     # The event loop's live tasks: at least the server's, the hub's and the append lanes'.
     tasks = re.search(r"^chatsys_asyncio_tasks (\S+)$", text, re.M)

@@ -85,7 +85,8 @@ def test_reflection_module_a(module_a: Service) -> None:
         pool = DescriptorPool(db)
         chat = pool.FindServiceByName("chatsys.chat.v1.ChatService")
         assert {m.name for m in chat.methods} == {"Append", "AppendBatch", "History",
-                                                  "PublishPresence", "Subscribe"}
+                                                  "PublishPresence", "PublishPresenceBatch",
+                                                  "Subscribe"}
         assert pool.FindMessageTypeByName("chatsys.chat.v1.RoomEvent").fields_by_name["message"]
         assert pool.FindServiceByName("grpc.health.v1.Health").methods_by_name["Check"]
         user_file = pool.FindFileContainingSymbol("chatsys.users.v1.UserService")

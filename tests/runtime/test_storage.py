@@ -85,6 +85,23 @@ async def test_sessions_are_created_and_ended_in_batches(sessions: SessionStore)
         assert [await sessions.lookup(_h(r.id), 0) for r in records] == [None, records[1], None]
 
 
+async def test_concurrent_session_batches(sessions: SessionStore) -> None:
+    """Batches back to back on one connection, as a join storm sends them (a cursor kept alive
+    across statements once made every other batch fail with SQLite's "API misuse")."""
+    async def one(batch: int, size: int) -> None:
+        rows = [(SessionRecord(f"b{batch}-{i}", "u", "r", 1), _h(f"b{batch}-{i}"))
+                for i in range(size)]
+        await sessions.create(rows)
+        assert await sessions.lookup(rows[-1][1], 0) == rows[-1][0]
+        await sessions.end([record.id for record, _ in rows])
+
+    with anyio.fail_after(10):
+        for round_ in range(20):
+            async with anyio.create_task_group() as tg:
+                for k in range(10):
+                    tg.start_soon(one, round_ * 10 + k, k % 4 + 1)
+
+
 async def test_session_expiry_and_purge(sessions: SessionStore) -> None:
     with anyio.fail_after(5):
         await sessions.create([(SessionRecord("old", "ana", "lobby", 1_000), _h("old")),

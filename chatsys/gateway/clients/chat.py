@@ -1,8 +1,9 @@
 """ChatService as the gateway calls it, on upb messages (:mod:`chatsys.chat.wire`): the path
 every chat message takes.
 
-Appends go through the :class:`~chatsys.gateway.appends.AppendQueue`, which sends them to A in
-``AppendBatch`` calls; an A from before ``AppendBatch`` gets one ``Append`` per message.
+Appends and presence go through :class:`~chatsys.gateway.clients.coalescing.Coalescer`
+queues, which send them to A in ``AppendBatch`` and ``PublishPresenceBatch`` calls; an A from before
+those gets one ``Append`` or ``PublishPresence`` per request.
 """
 
 from __future__ import annotations
@@ -17,33 +18,41 @@ from grpclib.exceptions import GRPCError
 
 from chatsys.chat import wire
 from chatsys.errors import ChatError, Internal, from_grpc, from_status
-from chatsys.gateway.appends import AppendQueue
+from chatsys.gateway import metrics as m
 from chatsys.gateway.clients.caller import WIRE_ERRORS, Caller, Retry, did_no_work
+from chatsys.gateway.clients.coalescing import Coalescer
 from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
 from chatsys.stubs.chatsys.files.v1 import FileInfo
 from chatsys.stubs.chatsys.users.v1 import Session
 
 Outcome = pb.Stored | ChatError
+Published = None | ChatError
 
 
 class ChatClient:
     def __init__(self, caller: Caller) -> None:
         self.caller = caller
-        self.appends = AppendQueue(self._append_batch, timeout=caller.timeout)
+        self.appends = Coalescer("AppendBatch", self._append_batch, timeout=caller.timeout,
+                                 sizes=m.BATCH_SIZE.labels("AppendBatch"))
+        self.presences = Coalescer("PublishPresenceBatch", self._publish_presence_batch,
+                                   timeout=caller.timeout,
+                                   sizes=m.BATCH_SIZE.labels("PublishPresenceBatch"))
+        self.coalescers = (self.appends, self.presences)
 
     async def append_text(self, session: Session, text: str) -> pb.Stored:
-        return await self.appends.append(pb.AppendRequest(
+        return await self.appends.call(pb.AppendRequest(
             room=session.room, user=session.user, session=session.id, text=text))
 
     async def append_file(self, session: Session, info: FileInfo) -> pb.Stored:
         ref = pb.FileRef(id=info.id, name=info.name, size=info.size,
                          content_type=info.content_type)
-        return await self.appends.append(pb.AppendRequest(
+        return await self.appends.call(pb.AppendRequest(
             room=session.room, user=session.user, session=session.id, file=ref))
 
     async def _append_batch(self, requests: list[pb.AppendRequest]) -> list[Outcome]:
-        """One AppendBatch call (see :mod:`chatsys.gateway.appends`): retried, or failed, as a
-        whole like one Append; each message's own failure maps like a failed call's status."""
+        """One AppendBatch call (see :mod:`~chatsys.gateway.clients.coalescing`): retried, or
+        failed, as a whole like one Append; each message's own failure maps like a failed
+        call's status."""
         return await self.caller.call("AppendBatch", lambda ch, t: _append_batch_on(
             ch, requests, t), retry=Retry.UNSENT)
 
@@ -55,10 +64,12 @@ class ChatClient:
 
     async def publish_presence(self, session: Session, joined: bool) -> None:
         event = pb.Presence.EVENT_JOIN if joined else pb.Presence.EVENT_LEAVE
-        request = pb.PublishPresenceRequest(presence=pb.Presence(
+        await self.presences.call(pb.Presence(
             room=session.room, user=session.user, session=session.id, event=event))
-        await self.caller.call("PublishPresence", lambda ch, t: wire.PUBLISH_PRESENCE.call(
-            ch, request, seconds=t), retry=Retry.UNSENT)
+
+    async def _publish_presence_batch(self, presences: list[pb.Presence]) -> list[Published]:
+        return await self.caller.call("PublishPresenceBatch", lambda ch, t: _presence_batch_on(
+            ch, presences, t), retry=Retry.UNSENT)
 
     async def subscribe(self, room: str, since: str) -> AsyncIterator[pb.RoomEvent]:
         """The room's event stream from any replica; failures surface as :class:`ChatError`.
@@ -92,6 +103,31 @@ async def _append_batch_on(channel: Channel, requests: list[pb.AppendRequest],
             raise
         return await _append_one_by_one(channel, requests, seconds)
     return [_outcome(outcome) for outcome in reply.outcomes]
+
+
+async def _presence_batch_on(channel: Channel, presences: list[pb.Presence],
+                             seconds: float) -> list[Published]:
+    """``PublishPresenceBatch``, or one ``PublishPresence`` each on an A from before it."""
+    try:
+        reply = await wire.PUBLISH_PRESENCE_BATCH.call(
+            channel, pb.PublishPresenceBatchRequest(presences=presences), seconds=seconds)
+    except GRPCError as exc:
+        if exc.status is not Status.UNIMPLEMENTED:
+            raise
+    else:
+        return [None if failure.status == Status.OK.value
+                else from_status(failure.status, failure.detail) for failure in reply.failures]
+    deadline = anyio.current_time() + seconds
+    outcomes: list[Published] = []
+    for presence in presences:  # a presence is not stored: repeating one only repeats a frame
+        try:
+            await wire.PUBLISH_PRESENCE.call(
+                channel, pb.PublishPresenceRequest(presence=presence),
+                seconds=max(0.001, deadline - anyio.current_time()))
+            outcomes.append(None)
+        except GRPCError as exc:
+            outcomes.append(from_grpc(exc))
+    return outcomes
 
 
 def _outcome(outcome: pb.AppendOutcome) -> Outcome:
