@@ -321,3 +321,33 @@ async def test_joins_beyond_the_pending_bound_are_refused_before_a(tmp_path: Pat
         assert first in (["welcome"], [503])
         third = await ChatClient.connect(system.port, "third", "storm", seconds=20)
         await third.close()
+
+
+async def test_a_join_storm_reaches_a_in_batches(tmp_path: Path) -> None:
+    """Joins that arrive while A is busy queue at the gateway and reach A together: fewer
+    CreateSessions calls than joins, and every join is welcomed once A answers."""
+    joins = 10
+    with start_system(tmp_path, "granian", "--grpc-timeout=20") as system:
+        gateway = system.gateway
+        admitted = await _stage_count(gateway, "validate")
+        batches = await _metric(gateway.port, "chatsys_gateway_batch_size_count",
+                                method="CreateSessions")
+        sessions = await _metric(gateway.port, "chatsys_gateway_batch_size_sum",
+                                 method="CreateSessions")
+        outcomes: list[str | int] = []
+        system.a.proc.signal(signal.SIGSTOP)  # the storm finds A busy
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(joins):
+                    tg.start_soon(_join, system.port, f"u{i}", "storm", outcomes)
+                await _wait_metric(gateway.port, "chatsys_ws_connect_stage_seconds_count",
+                                   admitted + joins, stage="validate")
+                system.a.proc.signal(signal.SIGCONT)
+        finally:
+            system.a.proc.signal(signal.SIGCONT)
+        assert outcomes == ["welcome"] * joins
+        assert await _metric(gateway.port, "chatsys_gateway_batch_size_sum",
+                             method="CreateSessions") == sessions + joins
+        # Two lanes: the first two joins went alone; the rest waited together for one.
+        assert await _metric(gateway.port, "chatsys_gateway_batch_size_count",
+                             method="CreateSessions") - batches < joins

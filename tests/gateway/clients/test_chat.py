@@ -22,8 +22,11 @@ from chatsys.stubs.chatsys.chat.v1 import (
     AppendResponse,
     ChatServiceBase,
     Message,
+    PublishPresenceRequest,
+    PublishPresenceResponse,
 )
 from chatsys.stubs.chatsys.chat.v1.chat_pb2 import AppendRequest as UpbAppendRequest
+from chatsys.stubs.chatsys.chat.v1.chat_pb2 import Presence as UpbPresence
 from tests.support import unused_port
 
 pytestmark = pytest.mark.anyio
@@ -39,10 +42,20 @@ def _client(address: str, *, timeout: float) -> ChatClient:
 
 
 class OldChatService(ChatServiceBase):
-    """Append only (AppendBatch answers UNIMPLEMENTED, as the generated base does)."""
+    """Append and PublishPresence only (the batch methods answer UNIMPLEMENTED, as the
+    generated base does)."""
 
     def __init__(self) -> None:
         self.stored: list[str] = []
+        self.announced: list[str] = []
+
+    async def publish_presence(self, message: PublishPresenceRequest,
+                               ) -> PublishPresenceResponse:
+        assert message.presence is not None
+        if not message.presence.room:
+            raise GRPCError(Status.INVALID_ARGUMENT, "room is required")
+        self.announced.append(message.presence.user)
+        return PublishPresenceResponse()
 
     async def append(self, message: AppendRequest) -> AppendResponse:
         if message.text == "bad":
@@ -77,6 +90,21 @@ async def test_appends_fall_back_to_one_call_each_on_an_old_a(
     assert service.stored == ["one", "two"]
     assert [getattr(o, "id", None) for o in outcomes] == [f"{1:016d}", None, f"{2:016d}"]
     assert isinstance(outcomes[1], BadRequest) and outcomes[1].message == "text is bad"
+
+
+async def test_presence_falls_back_to_one_call_each_on_an_old_a(
+        old_a: tuple[OldChatService, int]) -> None:
+    service, port = old_a
+    chat = _client(f"127.0.0.1:{port}", timeout=5.0)
+    try:
+        outcomes = await chat._publish_presence_batch([
+            UpbPresence(room=room, user=user, session="s", event=UpbPresence.EVENT_JOIN)
+            for room, user in (("r", "ana"), ("", "bo"), ("r", "cy"))])
+    finally:
+        chat.caller.pool.close()
+    assert service.announced == ["ana", "cy"]
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], BadRequest) and outcomes[1].message == "room is required"
 
 
 async def test_nothing_reachable_is_unavailable() -> None:
