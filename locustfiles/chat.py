@@ -224,8 +224,9 @@ class ChatUser(HttpUser):
         self._round_trip(SEND_FILE, {"type": "file", "file_id": file_id})
 
     def _retire_idle_http(self) -> None:
-        """Close the pooled upload connection if it has idled long enough for the server to be
-        closing it (see HTTP_IDLE_LIMIT); the next request opens a new one."""
+        """Close the pooled upload connection if it may have idled long enough for the server
+        to be closing it (see HTTP_IDLE_LIMIT); the next request opens a new one. Idle time is
+        counted from the previous upload's start, which can only overstate it."""
         now = time.monotonic()
         if now - self.http_used_at >= self.options.chat_http_idle:
             self.client.close()
