@@ -47,6 +47,12 @@ DELIVER = "/ws/chat/deliver"
 UNSOLICITED_ERROR = "/ws/chat/error"
 CLOSED = "/ws/chat/closed"
 
+# A pooled HTTP connection idle this long is closed rather than reused: a POST sent just as the
+# server closes its idle connection gets no response, and no client may resend a POST. Well below
+# the gateway's keep-alive timeout (75 s), so that a user delayed by a saturated Locust between
+# this check and its request still never reaches the server's boundary.
+HTTP_IDLE_LIMIT = 30.0
+
 WS_1000_NORMAL_CLOSURE = 1000
 WS_1001_GOING_AWAY = 1001
 
@@ -126,6 +132,9 @@ def _add_options(parser: Any) -> None:
         help="seconds for TCP connect + upgrade + welcome (default 10)")
     add("--chat-backoff-max", type=float, default=30.0, env_var="LOCUST_CHAT_BACKOFF_MAX",
         help="longest pause between reconnect attempts, seconds (default 30)")
+    add("--chat-http-idle", type=float, default=HTTP_IDLE_LIMIT, env_var="LOCUST_CHAT_HTTP_IDLE",
+        help="an upload connection idle this long is closed, not reused; keep it well below the "
+             f"gateway's --keep-alive-timeout (default {HTTP_IDLE_LIMIT:g})")
 
 
 def room_for(index: int, worker: int, rooms: int, room_size: int, prefix: str) -> str:
@@ -170,6 +179,7 @@ class ChatUser(HttpUser):
         self.stopping = False
         self.backoff = 0.0
         self.retry_at = 0.0
+        self.http_used_at = time.monotonic()
         self._connect(CONNECT)
 
     def on_stop(self) -> None:
@@ -195,6 +205,7 @@ class ChatUser(HttpUser):
     def send_file(self) -> None:
         if not self._ensure_connected():
             return
+        self._retire_idle_http()
         with self.client.post(
             "/api/files", params={"room": self.room}, name="/api/files", catch_response=True,
             headers={"Authorization": f"Bearer {self.token}"},
@@ -211,6 +222,15 @@ class ChatUser(HttpUser):
                 response.failure(ChatFailure("upload answer without an id"))
                 return
         self._round_trip(SEND_FILE, {"type": "file", "file_id": file_id})
+
+    def _retire_idle_http(self) -> None:
+        """Close the pooled upload connection if it may have idled long enough for the server
+        to be closing it (see HTTP_IDLE_LIMIT); the next request opens a new one. Idle time is
+        counted from the previous upload's start, which can only overstate it."""
+        now = time.monotonic()
+        if now - self.http_used_at >= self.options.chat_http_idle:
+            self.client.close()
+        self.http_used_at = now
 
     # --- connection --------------------------------------------------------------------------
 

@@ -93,11 +93,15 @@ class GranianServer:
     async def serve(self, app: Any, stop: anyio.Event, *,
                     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         from granian.constants import Interfaces
+        from granian.http import HTTP1Settings
         from granian.server.embed import Server
 
+        # Granian's only idle limit on a keep-alive connection is its header read timeout: the
+        # wait for the next request's headers starts when the previous response ends.
+        http1 = HTTP1Settings(header_read_timeout=round(self.settings.keep_alive_timeout * 1000))
         server = Server(app, address=self.settings.host, port=self.settings.port,
                         interface=Interfaces.ASGINL, log_enabled=False, backlog=BACKLOG,
-                        websockets=True)
+                        websockets=True, http1_settings=http1)
         port = self.settings.port
         before = own_socket_inodes() if port == 0 else set()
         async with anyio.create_task_group() as tg:
@@ -142,6 +146,7 @@ class HypercornServer:
 
         config = Config()
         config.graceful_timeout = 1.0
+        config.keep_alive_timeout = self.settings.keep_alive_timeout
         config.websocket_max_message_size = 1 << 30  # the gateway enforces its own limit
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")

@@ -178,6 +178,10 @@ class Settings:
                                 GATEWAY_VERBS)
     history_limit: int = option(_positive_int, 50, "messages in a welcome without since",
                                 GATEWAY_VERBS | A_VERBS)
+    keep_alive_timeout: float = option(
+        _positive_float, 75.0,
+        "seconds an idle HTTP/1.1 keep-alive connection stays open; keep it above the idle "
+        "timeout of every client and proxy that pools connections to the gateway", GATEWAY_VERBS)
     grpc_timeout: float = option(_positive_float, 5.0, "deadline of every gRPC call, seconds",
                                  GATEWAY_VERBS)
     grpc_keepalive: float = option(
