@@ -1,4 +1,6 @@
-"""The gateway's Quart app: routes from two blueprints, errors rendered once, HTTP metrics."""
+"""The gateway's Quart app: the HTTP routes, errors rendered once, HTTP metrics. (The chat
+WebSocket is served without Quart: :mod:`chatsys.gateway.transport`, :mod:`chatsys.gateway.ws`.)
+"""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from chatsys.errors import ChatError
-from chatsys.gateway import http_api, ws
+from chatsys.gateway import http_api
 from chatsys.gateway import metrics as m
 from chatsys.gateway.responses import error_response, server_error_response
 from chatsys.gateway.state import Gateway
@@ -21,7 +23,6 @@ def create_app(gateway: Gateway) -> Quart:
     # The gateway counts upload bytes itself, streaming; Quart's checks would buffer or refuse.
     app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=120, RESPONSE_TIMEOUT=300,
                       PROVIDE_AUTOMATIC_OPTIONS=True)
-    app.register_blueprint(ws.bp)
     app.register_blueprint(http_api.bp)
 
     @app.errorhandler(ChatError)

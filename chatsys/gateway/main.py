@@ -13,6 +13,7 @@ from functools import partial
 import anyio
 from anyio.abc import TaskStatus
 
+from chatsys.gateway import ws
 from chatsys.gateway.app import create_app
 from chatsys.gateway.connection import WS_1001_GOING_AWAY
 from chatsys.gateway.servers import make_server
@@ -31,7 +32,7 @@ async def serve(settings: Settings, stop: anyio.Event, *,
     ``--ready-file``) once it accepts connections, so ``--port 0`` is usable."""
     gateway = Gateway.create(settings)
     metrics.count_asyncio_tasks()
-    app = WebSocketTransport(create_app(gateway))
+    app = WebSocketTransport(create_app(gateway), ws.routes(gateway))
     server = make_server(settings)
     server_stop = anyio.Event()
     try:

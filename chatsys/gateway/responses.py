@@ -9,13 +9,19 @@ from quart import Response
 from chatsys.errors import ChatError, for_http_status
 
 
-def error_response(exc: ChatError) -> Response:
-    """``{"error": {"code", "message"}}`` with the code's status; also for refused upgrades."""
-    body = json.dumps({"error": exc.as_dict()}, ensure_ascii=False)
-    response = Response(body, status=exc.http_status, content_type="application/json")
+def error_parts(exc: ChatError) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of ``{"error": {"code", "message"}}`` with the code's status:
+    a Quart response (:func:`error_response`) or a refused upgrade (the chat socket's)."""
+    headers = {"content-type": "application/json"}
     if exc.http_status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="chatsys"'
-    return response
+        headers["www-authenticate"] = 'Bearer realm="chatsys"'
+    body = json.dumps({"error": exc.as_dict()}, ensure_ascii=False).encode()
+    return exc.http_status, headers, body
+
+
+def error_response(exc: ChatError) -> Response:
+    status, headers, body = error_parts(exc)
+    return Response(body, status=status, headers=headers)
 
 
 def server_error_response(status: int, description: str) -> Response:

@@ -1,15 +1,14 @@
 """The gateway's raw WebSocket I/O, on Granian and Hypercorn alike: accept, read, write, close,
 and the refusal of an upgrade.
 
-Quart routes the upgrade: the ``/ws/chat`` handler validates the request and may refuse it with
-an error response. Once the handler accepts, this module owns the socket and talks ASGI to the
-server directly (:class:`ServerSocket`), for speed:
+The chat socket is served here without Quart: :class:`WebSocketTransport` hands an upgrade to
+a path it routes (``/ws/chat``) straight to its handler with a :class:`ServerSocket`; Quart
+serves HTTP, and any other upgrade (which it refuses: no such route). Quart's WebSocket
+dispatch (request and app contexts, its reader task, its send checks) cost a join more than
+the routing it did. The socket talks ASGI to the server directly, for speed:
 
-- Reading: the handler takes events straight from the server's ``receive``. Quart's own reader
-  would take every frame through a task step, a signal and a queue; it is handed a ``receive``
-  that waits until Quart cancels it (when the handler returns), so the one reader is the
-  handler's, and it is also the one that sees the client leave. (This also turns off Quart's
-  own disconnect detection: a WebSocket route must read through :class:`ServerSocket`.)
+- Reading: the handler takes events straight from the server's ``receive``, in its own task;
+  it is also the one that sees the client leave.
 - Writing, the hottest path of the gateway (one frame per member per message): no forced
   ``sleep(0)``, acceptance check or ``websocket_sent`` signal per frame, as Quart's
   ``websocket.send`` adds. Where the server's ``send`` hands back futures (Granian), frames go
@@ -25,17 +24,19 @@ seen in (:data:`QUIRKS`); the fixes are harmless elsewhere, so they apply on bot
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from chatsys.gateway.connection import WS_1006_NO_CLOSE_FRAME, WS_1011_INTERNAL_ERROR, Connection
 
+log = logging.getLogger("chatsys.gateway.transport")
 Scope = dict[str, Any]
 Message = dict[str, Any]
 ServerSend = Callable[[Message], Awaitable[None]]
 ServerReceive = Callable[[], Awaitable[Message]]
+SocketHandler = Callable[[Scope, "ServerSocket"], Awaitable[None]]
 WRITE_BURST = 64
-_SOCKET = "chatsys.socket"  # the scope key under which each WebSocket's ServerSocket travels
 
 
 class CloseWaitsOnPendingReceive:
@@ -59,29 +60,34 @@ QUIRKS = (CloseWaitsOnPendingReceive, ChunkedRefusalIsEmpty403)
 
 
 class WebSocketTransport:
-    """ASGI middleware around the Quart app: gives each WebSocket its :class:`ServerSocket`."""
+    """The gateway's ASGI app: upgrades to a routed path go to their handler with a
+    :class:`ServerSocket`; everything else to ``app`` (Quart), whose refusals of other
+    upgrades go out through a :class:`ServerSocket` too (:class:`ChunkedRefusalIsEmpty403`)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, routes: Mapping[str, SocketHandler]) -> None:
         self.app = app
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: ServerReceive, send: ServerSend) -> None:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
         socket = ServerSocket(receive, send)
-        # A copy: a server may hand over a read-only mapping.
-        await self.app({**scope, _SOCKET: socket}, _until_cancelled, socket.send_from_app)
-
-
-def socket_of(scope: Scope) -> ServerSocket:
-    """The socket of a WebSocket request (``websocket.scope`` in a Quart handler)."""
-    return scope[_SOCKET]  # type: ignore[no-any-return]
-
-
-async def _until_cancelled() -> Message:
-    """Quart's receive: its reader waits here until Quart cancels it (see the docstring)."""
-    await asyncio.Event().wait()
-    raise AssertionError("unreachable")
+        handler = self.routes.get(scope["path"])
+        if handler is None:
+            await self.app(scope, receive, socket.send_from_app)
+            return
+        try:
+            await handler(scope, socket)
+        except Exception:
+            # One failed socket is this socket's end, not the server's: the client gets 1011
+            # (or a 500 if it was not accepted yet), the traceback goes to the log.
+            log.exception("the handler of %s failed", scope["path"])
+            if socket.accepted:
+                await socket.close(WS_1011_INTERNAL_ERROR)
+            else:
+                await socket.refuse(500, {"content-type": "application/json"},
+                                    b'{"error":{"code":"internal","message":"internal error"}}')
 
 
 class ServerSocket:
@@ -161,6 +167,14 @@ class ServerSocket:
         if self._receiving is not None:
             self._receiving.cancel()  # CloseWaitsOnPendingReceive
         await self._to_server({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def refuse(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        """Refuse the upgrade with an HTTP response, in one piece (ChunkedRefusalIsEmpty403)."""
+        await self._to_server({"type": "websocket.http.response.start", "status": status,
+                               "headers": [(k.encode(), v.encode()) for k, v in headers.items()]
+                               + [(b"content-length", str(len(body)).encode())]})
+        await self._to_server({"type": "websocket.http.response.body", "body": body,
+                               "more_body": False})
 
     async def send_from_app(self, message: Message) -> None:
         """What Quart sends: an upgrade refusal, or (its handler having failed after the

@@ -2,8 +2,8 @@
 
 The reader validates each frame and calls A; the writer drains the connection's outbox, which
 the fan-out and the reader fill. Neither creates a task per message. The socket itself (accept,
-read, write, close) is :mod:`chatsys.gateway.transport`'s: Quart only routes the upgrade here
-and sends the refusals this handler returns.
+read, write, close, refusal) is :mod:`chatsys.gateway.transport`'s, which routes the upgrade
+here (:func:`routes`) without Quart.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import time
 from collections.abc import Awaitable
 from contextlib import suppress
 from typing import TypeVar
+from urllib.parse import parse_qsl
 
 import anyio
 from prometheus_client import Counter, Histogram
-from quart import Blueprint, Response, current_app, websocket
 
 from chatsys import validation
 from chatsys.errors import BadRequest, ChatError, Internal, NotFound, RateLimited, Unavailable
@@ -30,13 +30,13 @@ from chatsys.gateway.connection import (
     Connection,
 )
 from chatsys.gateway.ratelimit import TokenBucket
-from chatsys.gateway.responses import error_response
+from chatsys.gateway.responses import error_parts
 from chatsys.gateway.state import Gateway
-from chatsys.gateway.transport import ServerSocket, socket_of
+from chatsys.gateway.transport import Scope, ServerSocket, SocketHandler
 from chatsys.stubs.chatsys.users.v1 import Session
 
 log = logging.getLogger("chatsys.gateway.ws")
-bp = Blueprint("ws", __name__)
+PATH = "/ws/chat"
 CLOSE_TIMEOUT = 2.0
 T = TypeVar("T")
 # Labelled children looked up once: ``labels()`` costs more than the observation.
@@ -44,31 +44,42 @@ _STAGE = {stage: m.WS_CONNECT_STAGE_SECONDS.labels(stage) for stage in m.WS_CONN
 _REFUSED = {reason: m.WS_REFUSED.labels(reason) for reason in m.WS_REFUSAL_REASONS}
 
 
-def _gateway() -> Gateway:
-    return current_app.extensions["chatsys"]  # type: ignore[no-any-return]
+def routes(gateway: Gateway) -> dict[str, SocketHandler]:
+    """The WebSocket paths this module serves, for :class:`~chatsys.gateway.transport.
+    WebSocketTransport`."""
+    return {PATH: functools.partial(chat_socket, gateway)}
 
 
-@bp.websocket("/ws/chat")
-async def chat_socket() -> Response | None:
-    gateway = _gateway()
+async def chat_socket(gateway: Gateway, scope: Scope, sock: ServerSocket) -> None:
     started = time.perf_counter()
-    args = websocket.args
+    # The first value of each parameter, as UTF-8; an invalid byte becomes U+FFFD, which no
+    # name or id admits, so it is refused as a bad request.
+    args: dict[str, str] = {}
+    for key, value in parse_qsl(scope["query_string"].decode("utf-8", "replace"),
+                                keep_blank_values=True, errors="replace"):
+        args.setdefault(key, value)
     try:
         user = validation.user_name(args.get("user"))
         room = validation.room_name(args.get("room"))
         since = validation.message_id(args.get("since"))
     except ChatError as exc:
-        return error_response(exc)
+        await _refuse(sock, exc)
+        return
     if (refusal := _refusal(gateway)) is not None:
-        return refusal
+        await _refuse(sock, refusal)
+        return
     gateway.acquire_socket()
     try:
-        return await _join_and_serve(gateway, user, room, since, started)
+        await _join_and_serve(gateway, sock, user, room, since, started)
     finally:
         gateway.release_socket()
 
 
-def _refusal(gateway: Gateway) -> Response | None:
+async def _refuse(sock: ServerSocket, exc: ChatError) -> None:
+    await sock.refuse(*error_parts(exc))
+
+
+def _refusal(gateway: Gateway) -> ChatError | None:
     """The 503 for an upgrade this gateway cannot take now, before any call to A."""
     settings = gateway.settings
     if gateway.draining:
@@ -81,19 +92,19 @@ def _refusal(gateway: Gateway) -> Response | None:
     else:
         return None
     _REFUSED[reason].inc()
-    return error_response(Unavailable(message))
+    return Unavailable(message)
 
 
-async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
-                          started: float) -> Response | None:
+async def _join_and_serve(gateway: Gateway, sock: ServerSocket, user: str, room: str,
+                          since: str, started: float) -> None:
     conn = Connection(user=user, room=room, queue_limit=gateway.settings.send_queue)
-    sock = socket_of(websocket.scope)
     with gateway.pending_join():
         _STAGE["validate"].observe(time.perf_counter() - started)
         try:
             session, token, history = await _open(gateway, conn, since)
         except ChatError as exc:
-            return error_response(exc)
+            await _refuse(sock, exc)
+            return
         try:
             await _timed("accept", sock.accept())
         except BaseException:
@@ -124,7 +135,6 @@ async def _join_and_serve(gateway: Gateway, user: str, room: str, since: str,
         m.WS_CLOSES.labels(str(conn.close_code)).inc()
         with anyio.move_on_after(CLOSE_TIMEOUT):
             await sock.close(conn.close_code, conn.close_reason)
-    return None
 
 
 async def _open(gateway: Gateway, conn: Connection,

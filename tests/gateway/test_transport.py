@@ -332,31 +332,37 @@ def _websocket_scope(query: bytes) -> Message:
             "extensions": {"websocket.http.response": {}}}
 
 
-async def test_quart_routes_the_upgrade_and_then_leaves_the_socket_to_transport() -> None:
-    """What the gateway relies on from Quart: a refusal goes out as a response (in chunks:
-    transport joins them), and a handler that accepted through transport and returns None
-    gets nothing more sent by Quart, whose own reader never takes an event."""
-    from quart import Quart, websocket
+async def _echo(scope: Message, sock: ServerSocket) -> None:
+    if scope["query_string"] == b"refuse=1":
+        await sock.refuse(400, {"content-type": "application/json"}, b'{"error":"no"}')
+        return
+    if scope["query_string"] == b"fail=before":
+        raise RuntimeError("a bug before the accept")
+    await sock.accept()
+    while (data := await sock.receive()) is not None:
+        if data == "fail":
+            raise RuntimeError("a bug after the accept")
+        await sock.send_text(f"echo {data}")
+        if data == "bye":
+            await sock.close(1000)
+            break
 
-    from chatsys.errors import BadRequest
-    from chatsys.gateway.responses import error_response
+
+def _gateway_app() -> transport.WebSocketTransport:
+    """The transport as the gateway builds it: a routed socket path, Quart for the rest."""
+    from quart import Quart
 
     app = Quart("transport-test")
 
-    @app.websocket("/ws")
-    async def echo() -> Any:
-        if websocket.args.get("refuse"):
-            return error_response(BadRequest("no"))
-        sock = transport.socket_of(websocket.scope)
-        await sock.accept()
-        while (data := await sock.receive()) is not None:
-            await sock.send_text(f"echo {data}")
-            if data == "bye":
-                await sock.close(1000)
-                break
-        return None
+    @app.route("/page")
+    async def page() -> str:
+        return "a page"
 
-    wrapped = transport.WebSocketTransport(app)
+    return transport.WebSocketTransport(app, {"/ws": _echo})
+
+
+async def test_a_routed_upgrade_goes_to_its_handler_without_quart() -> None:
+    wrapped = _gateway_app()
     server = CoroutineServer()
     for text in ("hi", "bye"):
         server.events.put_nowait({"type": "websocket.receive", "text": text})
@@ -372,5 +378,56 @@ async def test_quart_routes_the_upgrade_and_then_leaves_the_socket_to_transport(
         await wrapped(_websocket_scope(b"refuse=1"), refused.receive, refused.send)
     start, body = refused.sent
     assert start["type"] == "websocket.http.response.start" and start["status"] == 400
+    assert start["headers"] == [(b"content-type", b"application/json"),
+                                (b"content-length", b"14")]
+    assert body == {"type": "websocket.http.response.body", "body": b'{"error":"no"}',
+                    "more_body": False}
+
+
+async def test_a_failing_handler_ends_its_socket_alone() -> None:
+    """A bug in a handler: a 500 before the accept, a 1011 close after it; the server goes on."""
+    wrapped = _gateway_app()
+    before = CoroutineServer()
+    with anyio.fail_after(5):
+        await wrapped(_websocket_scope(b"fail=before"), before.receive, before.send)
+    assert before.sent[0]["status"] == 500 and b'"internal"' in before.sent[1]["body"]
+
+    after = CoroutineServer()
+    after.events.put_nowait({"type": "websocket.receive", "text": "fail"})
+    with anyio.fail_after(5):
+        await wrapped(_websocket_scope(b""), after.receive, after.send)
+    assert after.sent[-1] == {"type": "websocket.close", "code": 1011, "reason": ""}
+
+
+async def test_other_upgrades_and_http_go_to_quart() -> None:
+    """Quart refuses an upgrade to a path no one serves (404, in chunks: it arrives in one
+    piece with its length) and serves HTTP as before."""
+    wrapped = _gateway_app()
+    refused = CoroutineServer()
+    scope = {**_websocket_scope(b""), "path": "/elsewhere", "raw_path": b"/elsewhere"}
+    with anyio.fail_after(5):
+        await wrapped(scope, refused.receive, refused.send)
+    start, body = refused.sent
+    assert start["status"] == 404 and body["more_body"] is False
     assert (b"content-length", str(len(body["body"])).encode()) in start["headers"]
-    assert b'"bad_request"' in body["body"] and body["more_body"] is False
+
+    sent: list[Message] = []
+    requests = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> Message:
+        if requests:
+            return requests.pop()
+        await anyio.sleep_forever()  # the client stays until Quart has answered
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    http = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+            "scheme": "http", "path": "/page", "raw_path": b"/page", "query_string": b"",
+            "root_path": "", "headers": [(b"host", b"test")], "client": ("1.2.3.4", 5),
+            "server": ("127.0.0.1", 80)}
+    with anyio.fail_after(5):
+        await wrapped(http, receive, send)
+    assert sent[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == b"a page"
