@@ -27,6 +27,7 @@ the run's mix and room size stay right; at another mix or room size they need ru
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from chatsys.lab.series import value_at
 OPERATIONS = ("connects", "texts", "uploads", "deliveries", "users")
 UNITS = {"connects": "connect", "texts": "text", "uploads": "upload", "deliveries": "delivery",
          "users": "connected user·s"}
+NOUNS = {**{op: op for op in OPERATIONS}, "users": "connected user·s"}
 # What each module's CPU can depend on (see the module docstring). Locust does everything a user
 # does, including reading every delivered frame.
 CHARGED = {"P": OPERATIONS, "A": ("connects", "texts", "uploads"), "B": ("uploads",),
@@ -181,7 +183,7 @@ class ModuleCosts:
 
     def describe(self, op: str) -> str:
         """How ``op``'s cost is to be read: what merged into it, or why it is missing."""
-        parts = [f"incl. {m.ratio:.3g} {m.merged} per {UNITS[op]}" for m in self.merges
+        parts = [f"incl. {m.ratio:.3g} {NOUNS[m.merged]} per {UNITS[op]}" for m in self.merges
                  if m.into == op]
         into = next((m.into for m in self.merges if m.merged == op), None)
         if into is not None:
@@ -304,9 +306,20 @@ def fit_module(module: str, rows: Sequence[Window],
                        float(mem[0]), float(mem[1]), mem_r2)
 
 
+def unsaturated(data: RunData, width: float = WINDOW) -> list[Window]:
+    """The run's windows up to its first saturation event (any kind, see the rule).
+
+    Past that point processes queue and wait for cores: CPU stops growing with the load, and a
+    linear cost fitted through it would be too low.
+    """
+    events = data.verdict.events
+    until = data.t0 + events[0].at if events else math.inf
+    return [w for w in windows(data, width) if w.end <= until]
+
+
 def fit(runs: Sequence[RunData], width: float = WINDOW) -> CostModel:
-    """Every module's costs, from the windows of all ``runs`` together."""
-    rows = [w for data in runs for w in windows(data, width)]
+    """Every module's costs, from the unsaturated windows of all ``runs`` together."""
+    rows = [w for data in runs for w in unsaturated(data, width)]
     modules = {m: c for m in FITTED if (c := fit_module(m, rows)) is not None}
     others = [w.others for w in rows if w.others is not None]
     notes = []
