@@ -131,8 +131,10 @@ def _plan_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     plan.add_argument("--think", type=_positive(float), default=DEFAULT_THINK,
                       help=f"mean seconds between a user's tasks (default {DEFAULT_THINK:g})")
     plan.add_argument("--join-rate", type=float, default=0.0, help="joins per second (default 0)")
-    plan.add_argument("--cores-per-pod", type=_positive(float), default=1.0)
-    plan.add_argument("--target-utilization", type=_positive(float), default=0.6)
+    plan.add_argument("--cores-per-pod", type=_positive(float), default=1.0,
+                      help="CPU request of every pod (default 1; A and B use one core at most)")
+    plan.add_argument("--target-utilization", type=_positive(float), default=0.6,
+                      help="share of a pod's cores the plan fills, the HPA's target (default 0.6)")
     plan.add_argument("--peak-factor", type=_positive(float), default=2.0,
                       help="the HPA's maximum is the plan for this many times --users")
     plan.add_argument("--window", type=_positive(float), default=5.0,

@@ -129,3 +129,12 @@ def test_a_real_run_is_planned_with_positive_costs(tmp_path: Path) -> None:
     assert len(plan_rows) == 3
     assert all(float(cores) > 0 and int(replicas) >= 1 for cores, _, replicas in plan_rows)
     assert "```yaml" in text and "minReplicas" in text
+
+
+def test_plan_help_names_its_flags() -> None:
+    result = subprocess.run([sys.executable, "-m", "chatsys", "lab", "plan", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for flag in ("--users", "--mix", "--room-size", "--think", "--cores-per-pod",
+                 "--target-utilization", "--validate", "--out"):
+        assert flag in result.stdout
