@@ -22,6 +22,7 @@ examples:
   chatsys lab run baseline --users 50 --spawn-rate 25 --run-time 20s --out runs/b
   chatsys lab run scaled --users 50 --spawn-rate 25 --run-time 20s --out runs/c
   chatsys lab report runs/b runs/c --out runs/b-vs-c
+  chatsys lab plan runs/b --users 10000 --validate runs/a --out runs/plan
   chatsys lab run baseline --host http://GATEWAY --prometheus http://PROMETHEUS:9090 --out runs/k8s
 """
 
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chatsys lab", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="The performance lab: run a scenario end to end and get a report that "
                     "names the bottleneck.", epilog=EPILOG)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,report}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,report,plan}")
     run = sub.add_parser("run", help="run a scenario and write its data and report",
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
                          description="Start a local topology (or use --host), run Locust "
@@ -99,7 +100,49 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="run directories")
     rep.add_argument("--out", type=Path, help="where report.md goes (default: the only DIR)")
     _rule_flags(rep)
+    _plan_parser(sub)
     return parser
+
+
+def _mix(text: str) -> dict[str, float]:
+    """``text=8,upload=2`` (the ChatUser's task weights)."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() not in ("text", "upload") or not value:
+            raise argparse.ArgumentTypeError(f"not a mix: {text!r} (e.g. text=8,upload=2)")
+        out[key.strip()] = _positive(float)(value)
+    return out
+
+
+def _plan_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from chatsys.lab.plan import DEFAULT_MIX, DEFAULT_ROOM_SIZE, DEFAULT_THINK
+
+    plan = sub.add_parser("plan", help="costs per operation from runs, and a cluster plan",
+                          description="Fit each module's CPU and memory per operation from run "
+                                      "directories, then plan replicas of P, A and B for "
+                                      "--users (see docs/lab.md).")
+    plan.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="run directories")
+    plan.add_argument("--users", type=_positive(int), required=True, help="users to plan for")
+    plan.add_argument("--mix", type=_mix, default=dict(DEFAULT_MIX),
+                      help="task weights (default text=8,upload=2, the ChatUser's)")
+    plan.add_argument("--room-size", type=_positive(int), default=DEFAULT_ROOM_SIZE,
+                      help=f"users per room (default {DEFAULT_ROOM_SIZE})")
+    plan.add_argument("--think", type=_positive(float), default=DEFAULT_THINK,
+                      help=f"mean seconds between a user's tasks (default {DEFAULT_THINK:g})")
+    plan.add_argument("--join-rate", type=float, default=0.0, help="joins per second (default 0)")
+    plan.add_argument("--cores-per-pod", type=_positive(float), default=1.0,
+                      help="CPU request of every pod (default 1; A and B use one core at most)")
+    plan.add_argument("--target-utilization", type=_positive(float), default=0.6,
+                      help="share of a pod's cores the plan fills, the HPA's target (default 0.6)")
+    plan.add_argument("--peak-factor", type=_positive(float), default=2.0,
+                      help="the HPA's maximum is the plan for this many times --users")
+    plan.add_argument("--window", type=_positive(float), default=5.0,
+                      help="seconds per regression window (default 5)")
+    plan.add_argument("--validate", type=Path, metavar="STEPPED_DIR",
+                      help="a stepped (stress) run: predict where it saturated and give the error")
+    plan.add_argument("--out", type=Path, help="also write DIR/plan.md")
+    _rule_flags(plan)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -111,6 +154,8 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="lab: %(levelname)s %(message)s")
     if args.command == "report":
         return _report(args)
+    if args.command == "plan":
+        return _plan(args)
     from chatsys.lab.runner import RunOptions, run
 
     chosen = scenario(args.scenario).with_overrides(users=args.users, spawn_rate=args.spawn_rate,
@@ -138,4 +183,38 @@ def _report(args: argparse.Namespace) -> int:
         return 2
     path = report.write(args.runs, out, _rule(args))
     print(path)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from chatsys.lab import analysis, costs, plan_report
+    from chatsys.lab.plan import Cluster, Load, PlanError, plan, validate
+
+    dirs = [*args.runs, *([args.validate] if args.validate else [])]
+    missing = [str(d) for d in dirs if not (d / "metrics.jsonl").exists()]
+    if missing:
+        print(f"chatsys lab plan: no metrics.jsonl in {', '.join(missing)}", file=sys.stderr)
+        return 2
+    rule = _rule(args)
+    runs = [analysis.load(d, rule) for d in args.runs]
+    model = costs.fit(runs, args.window)
+    load = Load(args.users, args.mix, args.room_size, args.think, args.join_rate)
+    try:
+        result = plan(model, load, Cluster(args.cores_per_pod, args.target_utilization),
+                      args.peak_factor)
+    except PlanError as exc:
+        print(f"chatsys lab plan: {exc}", file=sys.stderr)
+        return 2
+    checked = None
+    if args.validate:
+        stepped = analysis.load(args.validate, rule)
+        others = [(w.end, w.others) for w in costs.windows(stepped, args.window)
+                  if w.others is not None]
+        checked = validate(model, stepped, others, rule)
+    text = plan_report.render(model, runs, result, checked)
+    print(text, end="", flush=True)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "plan.md").write_text(text)
+        print(f"chatsys lab plan: wrote {args.out / 'plan.md'}", file=sys.stderr)
     return 0
