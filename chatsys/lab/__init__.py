@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib.util import find_spec
 
 # Import name -> distribution, for every module of the lab extra the lab itself needs.
-REQUIRES = {"matplotlib": "matplotlib", "psutil": "psutil", "locust": "locust",
+REQUIRES = {"matplotlib": "matplotlib", "numpy": "numpy", "psutil": "psutil", "locust": "locust",
             "websocket": "websocket-client"}
 
 
