@@ -8,9 +8,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chatsys.lab.bottleneck import Rule
 from chatsys.lab.scenarios import NAMES, ScenarioError, parse_duration, scenario
+
+if TYPE_CHECKING:
+    from chatsys.lab.runner import RunOptions
 
 EPILOG = """scenarios (the seed's A, B and C; see docs/lab.md):
   stress    A: stepped stress (locustfiles/stress.conf + stress.py); --users is the last step
@@ -23,6 +27,8 @@ examples:
   chatsys lab run scaled --users 50 --spawn-rate 25 --run-time 20s --out runs/c
   chatsys lab report runs/b runs/c --out runs/b-vs-c
   chatsys lab plan runs/b --users 10000 --validate runs/a --out runs/plan
+  chatsys lab study --out runs/study                 # B, C-hpa, C-scaled, A: about 45 min
+  chatsys lab study --scale 0.01 --out runs/smoke    # the same, tiny
   chatsys lab run baseline --host http://GATEWAY --prometheus http://PROMETHEUS:9090 --out runs/k8s
 """
 
@@ -68,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chatsys lab", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="The performance lab: run a scenario end to end and get a report that "
                     "names the bottleneck.", epilog=EPILOG)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,report,plan}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{run,report,plan,study}")
     run = sub.add_parser("run", help="run a scenario and write its data and report",
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
                          description="Start a local topology (or use --host), run Locust "
@@ -101,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, help="where report.md goes (default: the only DIR)")
     _rule_flags(rep)
     _plan_parser(sub)
+    from chatsys.lab import study
+
+    study.add_parser(sub, _positive, _duration, _rule_flags)
     return parser
 
 
@@ -145,7 +155,8 @@ def _plan_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _rule_flags(plan)
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str], launch: Callable[[RunOptions], int] | None = None) -> int:
+    """``launch`` plays a ``run`` (default: the runner; the study narrows A's scenario)."""
     parser = build_parser()
     args = parser.parse_args(list(argv))
     if args.command == "run" and args.prometheus and not args.host:
@@ -156,6 +167,10 @@ def main(argv: Sequence[str]) -> int:
         return _report(args)
     if args.command == "plan":
         return _plan(args)
+    if args.command == "study":
+        from chatsys.lab import study
+
+        return study.main(args, _rule(args))
     from chatsys.lab.runner import RunOptions, run
 
     chosen = scenario(args.scenario).with_overrides(users=args.users, spawn_rate=args.spawn_rate,
@@ -166,7 +181,7 @@ def main(argv: Sequence[str]) -> int:
     options = RunOptions(chosen, args.out, host=args.host, prometheus=args.prometheus,
                          prom_step=args.prom_step, label=args.label, rule=_rule(args),
                          locust_processes=args.locust_processes)
-    return run(options)
+    return (launch or run)(options)
 
 
 def _report(args: argparse.Namespace) -> int:
