@@ -33,7 +33,7 @@ MIN_SECONDS = 3.0
 MIN_HOLD = 2.0
 RAMP_SHARE = 1 / 3  # a scaled run ramps up in at most this share of its time
 OVERHEAD = 25.0  # seconds a run spends outside its load: topology, Locust, report
-EXIT_OK, EXIT_SETUP, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
 C_RUNS = (("C-hpa", "hpa"), ("C-scaled", "scaled"))
 
 
@@ -209,7 +209,7 @@ class Study:
 
     def main(self) -> int:
         from chatsys.lab import calibration, study_report
-        from chatsys.lab.study_state import COMPLETE, StudyState
+        from chatsys.lab.study_state import COMPLETE, FAILED, StudyState
 
         state = StudyState.open(self.out, self.settings.stored())
         planned = plan(self.settings)
@@ -253,6 +253,11 @@ class Study:
                         "A stops climbing here")
         path = study_report.write(self.out, planned, state, self.rule)
         say(f"report: {path} ({_clock(time.monotonic() - began)})")
+        failed = [key for key, record in state.runs.items() if record.get("status") == FAILED]
+        if failed:
+            say(f"failed: {', '.join(failed)} (see their run.json); run the same command again "
+                "to redo them")
+            return EXIT_FAILED
         return EXIT_OK
 
 
@@ -311,5 +316,8 @@ def main(args: argparse.Namespace, rule: Rule) -> int:
     except StudyStateError as exc:
         print(f"chatsys lab study: {exc}", file=sys.stderr)
         return EXIT_SETUP
+    except KeyboardInterrupt:  # between runs (a run itself handles Ctrl-C and returns 130)
+        say("interrupted: run the same command again to resume")
+        return EXIT_INTERRUPTED
 
 
