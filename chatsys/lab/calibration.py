@@ -35,13 +35,22 @@ QUICK = ["--quick", "--targets", "websockets"]
 MODES = {"short": SHORT, "quick": QUICK}
 
 
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+
+
 def _machine_only(reason: str) -> dict[str, Any]:
+    """bench's line without the reference's knees."""
     mem = 0
     try:
         mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    line = (f"calibration: {os.cpu_count()} CPUs ({platform.processor() or 'unknown model'}), "
+    line = (f"calibration: {os.cpu_count()} CPUs ({_cpu_model() or 'unknown model'}), "
             f"{mem / 2**30:.1f} GiB RAM, Python {platform.python_version()}; "
             f"not calibrated ({reason})")
     return {"line": line, "calibrated": False, "reason": reason}

@@ -215,7 +215,8 @@ class Study:
         planned = plan(self.settings)
         began = time.monotonic()
         if state.calibration is None:
-            say(f"calibrating ({self.settings.calibration}): bench's websockets reference")
+            if self.settings.calibration != "off":
+                say(f"calibrating ({self.settings.calibration}): bench's websockets reference")
             state.calibration = calibration.calibrate(self.settings.calibration, self.out)
             state.save()
         say(state.calibration["line"])
@@ -285,7 +286,8 @@ def add_parser(sub: Any, positive: Callable[..., Any], duration: Callable[[str],
     study.add_argument("--scale", type=positive(float), default=1.0,
                        help="multiply users and durations (and spawn rates, fast enough to "
                             "ramp in a third of a run), e.g. 0.01 for a smoke (default 1)")
-    study.add_argument("--users", type=positive(int), help="B and C: users (after --scale)")
+    study.add_argument("--users", type=positive(int),
+                       help="B and C: users (as given: --scale does not apply)")
     study.add_argument("--spawn-rate", type=positive(float), help="B and C: users per second")
     study.add_argument("--run-time", type=duration, help="B and C: e.g. 20s, 10m")
     study.add_argument("--a-steps", type=_steps,
