@@ -202,6 +202,7 @@ class Study:
     out: Path
     settings: Settings
     rule: Rule = field(default_factory=Rule)  # given to every run and to the report
+    publish: Path | None = None  # where the reports and plots are copied (docs/study)
     runner: Callable[[PlannedRun, Sequence[str]], int] = launch
 
     def run_dir(self, run: PlannedRun) -> Path:
@@ -254,6 +255,10 @@ class Study:
                         "A stops climbing here")
         path = study_report.write(self.out, planned, state, self.rule)
         say(f"report: {path} ({_clock(time.monotonic() - began)})")
+        if self.publish is not None:
+            copied = study_report.publish(self.out, self.publish)
+            say(f"published {len(copied)} files (reports and plots, no raw data) to "
+                f"{self.publish}")
         failed = [key for key, record in state.runs.items() if record.get("status") == FAILED]
         if failed:
             say(f"failed: {', '.join(failed)} (see their run.json); run the same command again "
@@ -300,6 +305,9 @@ def add_parser(sub: Any, positive: Callable[..., Any], duration: Callable[[str],
     study.add_argument("--calibration", choices=("short", "quick", "off"), default="short",
                        help="short: bench's websockets reference, about 30 s (default); quick: "
                             "bench --quick, seconds, no knees; off: machine only")
+    study.add_argument("--publish", type=Path, metavar="DEST",
+                       help="also copy the reports and plots, not the raw data, to DEST "
+                            "(e.g. docs/study)")
     rule_flags(study)
 
 
@@ -314,7 +322,7 @@ def main(args: argparse.Namespace, rule: Rule) -> int:
     settings = Settings(args.scale, args.users, args.spawn_rate, args.run_time, args.a_steps,
                         args.a_hold, args.a_spawn_rate, driver, args.calibration)
     try:
-        return Study(args.out, settings, rule).main()
+        return Study(args.out, settings, rule, publish=args.publish).main()
     except StudyStateError as exc:
         print(f"chatsys lab study: {exc}", file=sys.stderr)
         return EXIT_SETUP

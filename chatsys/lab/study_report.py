@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,3 +342,20 @@ def climb_plot(steps: Sequence[Step], out: Path) -> str | None:
     plt.close(fig)
     return path.name
 
+
+
+PUBLISHED = ("report.md", "*.png")
+
+
+def publish(out: Path, dest: Path) -> list[Path]:
+    """Copy the study's report and plots, and every run's, to ``dest`` (no raw data): what
+    ``docs/study/`` holds. Links stay valid: runs keep their ``runs/KEY/`` place."""
+    copied: list[Path] = []
+    for source in [out, *sorted(p for p in (out / "runs").glob("*") if p.is_dir())]:
+        target = dest / source.relative_to(out)
+        for pattern in PUBLISHED:
+            for path in sorted(source.glob(pattern)):
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target / path.name)
+                copied.append(target / path.name)
+    return copied

@@ -133,11 +133,11 @@ def test_without_calibration_the_line_says_so() -> None:
     assert line.startswith("calibration: ") and "not calibrated (--calibration off)" in line
 
 
-def _study(out: Path) -> subprocess.CompletedProcess[str]:
+def _study(out: Path, *more: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "chatsys", "lab", "study", "--scale", "0.005", "--a-steps", "2,4",
-         "--driver", "locust", "--calibration", "off", "--out", str(out)],
+         "--driver", "locust", "--calibration", "off", "--out", str(out), *more],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
 
 
@@ -159,10 +159,15 @@ def test_a_tiny_study_runs_reports_and_resumes(tmp_path: Path) -> None:
     # it alone.
     state["runs"]["C-scaled"]["status"] = RUNNING
     (out / "study.json").write_text(json.dumps(state))
-    second = _study(out)
+    second = _study(out, "--publish", str(tmp_path / "docs"))
     assert second.returncode == 0, second.stderr[-3000:]
     after = json.loads((out / "study.json").read_text())["runs"]
     assert {k: after[k]["attempts"] for k in keys} == {**dict.fromkeys(keys, 1), "C-scaled": 2}
     skipped = [line for line in second.stderr.splitlines() if "complete, skipped" in line]
     assert len(skipped) == 4 and not any("C-scaled" in line for line in skipped)
     assert all(after[k]["status"] == COMPLETE for k in keys)
+    published = {p.relative_to(tmp_path / "docs").as_posix()
+                 for p in (tmp_path / "docs").rglob("*")}
+    assert {"report.md", "study_a.png", "runs/B/report.md", "runs/A-000004/report.md"} \
+        <= published
+    assert not any(p.endswith((".jsonl", ".csv", ".json", ".log")) for p in published)
