@@ -215,6 +215,44 @@ def memory_per_user(data: RunData) -> dict[str, float]:
     return out
 
 
+def first_saturated(steps: Sequence[tuple[int, RunData]]) -> tuple[int, str, str] | None:
+    """(users, module, kind) of the first A step whose run had a CPU or machine saturation
+    event, the kind ``lab plan``'s model predicts."""
+    for users, data in steps:
+        event = next((e for e in data.verdict.events if e.kind in ("cpu", "machine")), None)
+        if event is not None:
+            return users, event.module, event.kind
+    return None
+
+
+def validation_lines(baseline: RunData, steps: Sequence[tuple[int, RunData]],
+                     rule: Rule | None) -> list[str]:
+    """``lab plan``'s box model fitted on B alone, against where A's steps saturated."""
+    from chatsys.lab import costs
+    from chatsys.lab.plan import box_saturation
+
+    model = costs.fit([baseline])
+    if not model.windows:
+        return []
+    predicted = box_saturation(model, model.per_user_rates(), baseline.cores, rule)
+    pred_step = next((u for u, _ in steps if u >= predicted.users), None)
+    lines = [f"- Predicted from B alone (`lab plan`'s model of this machine): **{predicted.module}"
+             f"**, {predicted.kind} saturation at **{_n(predicted.users, 0)} users**"
+             f" (step {pred_step or 'beyond the last'})."]
+    actual = first_saturated(steps)
+    if actual is None:
+        return [*lines, "- No A step had a CPU or machine saturation event: nothing to compare."]
+    users, module, kind = actual
+    lines.append(f"- Measured: the first A step with a CPU or machine saturation event is "
+                 f"**{users:,} users** ({module}, {kind}).")
+    if math.isfinite(predicted.users):
+        lines.append(f"- Error: {(predicted.users - users) / users:+.0%} of that step's users "
+                     f"({'same' if pred_step == users else 'another'} step; module "
+                     f"{'right' if predicted.module == module else 'wrong'}). The step is where "
+                     "saturation was seen, not where it began: it began above the step before.")
+    return lines
+
+
 def cost_section(runs: Sequence[RunData]) -> list[str]:
     """``lab plan``'s cost table (and its plan for the seed's top step) from the study's runs."""
     from chatsys.lab import costs, plan_report
@@ -303,6 +341,11 @@ def write(out: Path, planned: Sequence[PlannedRun], state: StudyState,
         lines += [f"![A]({picture})", "", "*Scenario A per step: connect latency and aggregate "
                   "RPS against users, with the seed's published points.*", ""]
     lines += ["## Costs per operation (`lab plan`)", "", *cost_section(list(loaded.values()))]
+    step_data = [(s.run.users, loaded[s.run.key]) for s in steps if s.run.key in loaded]
+    if "B" in loaded and step_data:
+        checked = validation_lines(loaded["B"], step_data, rule)
+        if checked:
+            lines += ["", "### The model against scenario A", "", *checked]
     path = out / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,3 +172,18 @@ def test_a_tiny_study_runs_reports_and_resumes(tmp_path: Path) -> None:
     assert {"report.md", "study_a.png", "runs/B/report.md", "runs/A-000004/report.md"} \
         <= published
     assert not any(p.endswith((".jsonl", ".csv", ".json", ".log")) for p in published)
+
+
+def test_the_first_step_with_a_cpu_or_machine_event_is_where_a_saturated() -> None:
+    from types import SimpleNamespace
+
+    from chatsys.lab.bottleneck import Event
+    from chatsys.lab.study_report import first_saturated
+
+    def run(*events: Event) -> Any:
+        return SimpleNamespace(verdict=SimpleNamespace(events=list(events)))
+
+    latency = Event("latency", "A", 3, "gRPC p99")
+    steps = [(100, run()), (500, run(latency)), (1000, run(latency, Event("cpu", "P", 9, "")))]
+    assert first_saturated(steps) == (1000, "P", "cpu")
+    assert first_saturated(steps[:2]) is None
