@@ -18,6 +18,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,10 @@ def calibrate(mode: str, work: Path) -> dict[str, Any]:
         result = Path(tmp) / "bench.json"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        command = [sys.executable, "-m", "bench.run", *MODES[mode], "--out", tmp,
+        # bench's default client is picows (the bench extra); without it, websockets' client
+        # probes the reference, and the line says so.
+        client = [] if find_spec("picows") else ["--client", "websockets"]
+        command = [sys.executable, "-m", "bench.run", *MODES[mode], *client, "--out", tmp,
                    "--json", str(result)]
         try:
             done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
@@ -80,5 +84,8 @@ def calibrate(mode: str, work: Path) -> dict[str, Any]:
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
             return _machine_only(f"bench exited with {done.returncode}: {tail}")
         data = json.loads(result.read_text())
+    if client:
+        line += " (probed with the websockets client: picows is not installed)"
     return {"line": line, "calibrated": True, "mode": mode, "command": " ".join(
-        ["python", "-m", "bench.run", *MODES[mode]]), "calibration": data.get("calibration")}
+        ["python", "-m", "bench.run", *MODES[mode], *client]),
+        "calibration": data.get("calibration")}
