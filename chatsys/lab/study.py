@@ -17,6 +17,8 @@ durations for a smoke.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import shutil
 import sys
 import time
@@ -134,20 +136,22 @@ def one_step(sc: Scenario, run: PlannedRun) -> Scenario:
                    steps=(run.users,))
 
 
-def run_flags() -> dict[str, argparse.Action]:
-    """The options ``chatsys lab run`` accepts (what the other lab features added)."""
+def run_accepts(scenario_name: str, *flags: str) -> bool:
+    """Whether ``chatsys lab run SCENARIO FLAGS…`` parses: what the lab's other features
+    added to it (the native driver, the local HPA) without naming their modules."""
     from chatsys.lab.cli import build_parser
 
-    parser = build_parser()
-    sub = next(a for a in parser._actions  # argparse has no public getter for subparsers
-               if isinstance(a, argparse._SubParsersAction))
-    return {opt: action for action in sub.choices["run"]._actions
-            for opt in action.option_strings}
+    argv = ["run", scenario_name, "--out", "unused", *flags]
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            _, unknown = build_parser().parse_known_args(argv)
+    except SystemExit:  # an invalid value, e.g. a --driver without that choice
+        return False
+    return not unknown
 
 
 def native_available() -> bool:
-    action = run_flags().get("--driver")
-    return action is not None and "native" in (action.choices or ())
+    return run_accepts("stress", "--driver", "native")
 
 
 def choose_driver(requested: str) -> str:
@@ -166,12 +170,12 @@ def lab_argv(run: PlannedRun, run_dir: Path, settings: Settings, rule: Rule) -> 
             "--run-time", f"{run.run_time:g}", "--cpu-threshold", f"{rule.cpu_threshold:g}",
             "--latency-threshold", f"{rule.latency_threshold:g}",
             "--machine-threshold", f"{rule.machine_threshold:g}"]
-    flags = run_flags()
     if run.is_step and settings.driver != "locust":
         argv += ["--driver", settings.driver]
-    if run.scenario == "hpa" and settings.scale < 1 and "--hpa-time-scale" in flags:
+    hpa_time = ["--hpa-time-scale", f"{max(settings.scale, 0.1):g}"]
+    if run.scenario == "hpa" and settings.scale < 1 and run_accepts("hpa", *hpa_time):
         # The HPA's periods shrink with the run, or a smoke would never see it act.
-        argv += ["--hpa-time-scale", f"{max(settings.scale, 0.1):g}"]
+        argv += hpa_time
     return argv
 
 
