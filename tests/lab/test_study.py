@@ -138,7 +138,7 @@ def _study(out: Path, *more: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "chatsys", "lab", "study", "--scale", "0.005", "--a-steps", "2,4",
-         "--driver", "locust", "--calibration", "off", "--out", str(out), *more],
+         "--driver", "auto", "--calibration", "off", "--out", str(out), *more],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
 
 
