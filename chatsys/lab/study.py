@@ -249,14 +249,16 @@ class Study:
                     say("interrupted: run the same command again to resume")
                     return EXIT_INTERRUPTED
             if run.is_step:
-                verdict = study_report.held(run_dir, run.users)
-                state.runs[run.key]["held"] = verdict.held
-                state.runs[run.key]["why_not"] = verdict.reasons
+                record = state.runs[run.key]
+                verdict = (study_report.held(run_dir, run.users)
+                           if record["status"] == COMPLETE else study_report.StepVerdict(
+                               False, [f"the run failed (exit {record.get('exit')})"]))
+                record["held"], record["why_not"] = verdict.held, verdict.reasons
                 state.save()
-                if not verdict.held or state.status(run.key) != COMPLETE:
+                if not verdict.held:
                     climbing = False
-                    say(f"{run.key} did not hold ({'; '.join(verdict.reasons) or 'failed'}): "
-                        "A stops climbing here")
+                    say(f"{run.key} did not hold ({'; '.join(verdict.reasons)}): A stops "
+                        "climbing here")
         path = study_report.write(self.out, planned, state, self.rule)
         say(f"report: {path} ({_clock(time.monotonic() - began)})")
         if self.publish is not None:
