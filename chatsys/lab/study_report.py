@@ -7,6 +7,7 @@ Every figure comes from the runs' own data, read the way ``lab report`` reads it
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -32,6 +33,7 @@ SEED = {"connect_mean_ms": 69.57, "rps_2000_users": 122.2, "peak_rps": 290.9,
 CONNECT, SEND_TEXT, SEND_FILE = "WS /ws/chat/connect", "WS /ws/chat/send_text", \
     "WS /ws/chat/send_file"
 CONNECT_P99_LIMIT_MS = 1000.0
+FD_EXHAUSTED = "Too many open files"
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,32 @@ def judge(stats: Sequence[StatsRow], reached: int, target: int) -> StepVerdict:
     return StepVerdict(not reasons, reasons)
 
 
+def limits_hit(run_dir: Path) -> list[str]:
+    """What the rule cannot see: a process that died (memory: the OOM killer), or one out of
+    file descriptors (its log says so)."""
+    out: list[str] = []
+    try:
+        died = json.loads((run_dir / "run.json").read_text()).get("died") or {}
+    except (OSError, ValueError):
+        died = {}
+    out += [f"{name} exited during the run ({code}; a negative code is a signal, -9 often "
+            "the OOM killer)" for name, code in died.items()]
+    for log in sorted((run_dir / "logs").glob("*.log")):
+        with log.open(errors="replace") as f:
+            if any(FD_EXHAUSTED in line for line in f):
+                out.append(f"{log.stem} ran out of file descriptors ({FD_EXHAUSTED!r} in "
+                           f"logs/{log.name})")
+    return out
+
+
 def held(run_dir: Path, target: int) -> StepVerdict:
     if not run_is_written(run_dir):
         return StepVerdict(False, ["the run did not complete"])
     locust = LocustData.load(run_dir)
     reached = max((r.users for r in locust.history), default=0)
-    return judge(locust.stats, reached, target)
+    verdict = judge(locust.stats, reached, target)
+    limits = limits_hit(run_dir)
+    return StepVerdict(False, verdict.reasons + limits) if limits else verdict
 
 
 @dataclass(frozen=True)
