@@ -192,10 +192,11 @@ def test_the_first_step_with_a_cpu_or_machine_event_is_where_a_saturated() -> No
 def test_a_dead_process_or_exhausted_descriptors_stop_a_step(tmp_path: Path) -> None:
     from chatsys.lab.study_report import limits_hit
 
-    _written(tmp_path)
-    (tmp_path / "run.json").write_text(json.dumps({"died": {"P-0": -9}}))
-    (tmp_path / "logs").mkdir()
-    (tmp_path / "logs" / "P-0.log").write_text("OSError: [Errno 24] Too many open files\n")
-    (tmp_path / "logs" / "A-0.log").write_text("fine\n")
-    assert [r.split(" ")[0] for r in limits_hit(tmp_path)] == ["P-0", "P-0"]
-    assert "file descriptors" in limits_hit(tmp_path)[1]
+    run = tmp_path / "run"
+    _written(run)
+    (run / "run.json").write_text(json.dumps({"died": {"P-0": -9}}))
+    (run / "logs").mkdir()
+    (run / "logs" / "P-0.log").write_text("OSError: [Errno 24] Too many open files\n")
+    (run / "logs" / "A-0.log").write_text("fine\n")
+    assert [r.split(" ")[0] for r in limits_hit(run)] == ["P-0", "P-0"]
+    assert "file descriptors" in limits_hit(run)[1]
