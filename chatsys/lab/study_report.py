@@ -104,6 +104,26 @@ class Figures:
     rps: float | None
     failures_pct: float | None
     bottleneck: str  # e.g. "P (CPU at 14 s)" or "P, nearest (not saturated)"
+    topology: str = ""  # e.g. "P 2→4 (HPA, 3 changes), A 1, B 1"
+
+
+def topology_text(run_dir: Path, meta: dict[str, Any]) -> str:
+    """Replicas of P, A and B; P's range and changes when the local HPA scaled it
+    (``hpa.jsonl``: one ``{"event": "replicas", "replicas": N}`` line per change)."""
+    topo = meta.get("topology") or {}
+    if not topo:
+        return "external"
+    gateways = str(topo.get("gateways", "?"))
+    try:
+        lines = (run_dir / "hpa.jsonl").read_text().splitlines()
+    except OSError:
+        lines = []
+    counts = [r["replicas"] for r in map(json.loads, filter(str.strip, lines))
+              if r.get("event") == "replicas" and "replicas" in r]
+    if counts:
+        gateways = (f"{counts[0]}→{max(counts)} (HPA, {len(counts) - 1} changes, "
+                    f"{counts[-1]} at the end)")
+    return f"P {gateways}, A {topo.get('a_replicas', '?')}, B {topo.get('b_replicas', '?')}"
 
 
 def figures(key: str, data: RunData) -> Figures:
@@ -118,7 +138,8 @@ def figures(key: str, data: RunData) -> Figures:
     return Figures(key, max((r.users for r in data.locust.history), default=0),
                    connect.mean if connect else None, connect.p99 if connect else None,
                    total.rps if total else None,
-                   total.failure_ratio * 100 if total else None, what)
+                   total.failure_ratio * 100 if total else None, what,
+                   topology_text(data.path, data.meta))
 
 
 def _n(value: float | None, digits: int = 1) -> str:
@@ -134,6 +155,8 @@ def baseline_table(runs: Sequence[Figures], scale: float) -> list[str]:
                  + " | ".join(f"{f.users:,}" for f in runs) + " |")
     lines.append(f"| connect mean (ms) | {SEED['connect_mean_ms']} | "
                  + " | ".join(_n(f.connect_mean, 2) for f in runs) + " |")
+    lines.append("| replicas | P 1, A 1, B 1 (C: HPA on P, or more A and B) | "
+                 + " | ".join(f.topology or "–" for f in runs) + " |")
     lines.append("| connect p99 (ms) | – | " + " | ".join(_n(f.connect_p99, 0) for f in runs)
                  + " |")
     lines.append(f"| aggregate RPS | {SEED['rps_2000_users']} | "

@@ -200,3 +200,16 @@ def test_a_dead_process_or_exhausted_descriptors_stop_a_step(tmp_path: Path) -> 
     (run / "logs" / "A-0.log").write_text("fine\n")
     assert [r.split(" ")[0] for r in limits_hit(run)] == ["P-0", "P-0"]
     assert "file descriptors" in limits_hit(run)[1]
+
+
+def test_the_hpa_runs_replicas_come_from_its_decisions(tmp_path: Path) -> None:
+    from chatsys.lab.study_report import topology_text
+
+    meta = {"topology": {"gateways": 2, "a_replicas": 1, "b_replicas": 1}}
+    assert topology_text(tmp_path, meta) == "P 2, A 1, B 1"
+    (tmp_path / "hpa.jsonl").write_text("".join(
+        json.dumps(r) + "\n" for r in ({"event": "replicas", "replicas": 2},
+                                       {"event": "decision", "desired": 4},
+                                       {"event": "replicas", "replicas": 4},
+                                       {"event": "replicas", "replicas": 3})))
+    assert topology_text(tmp_path, meta) == "P 2→4 (HPA, 2 changes, 3 at the end), A 1, B 1"
