@@ -213,7 +213,7 @@ class Study:
         return self.out / "runs" / run.key
 
     def main(self) -> int:
-        from chatsys.lab import calibration, study_report
+        from chatsys.lab import calibration, study_report, study_steps
         from chatsys.lab.study_state import COMPLETE, FAILED, StudyState
 
         state = StudyState.open(self.out, self.settings.stored())
@@ -250,8 +250,8 @@ class Study:
                     return EXIT_INTERRUPTED
             if run.is_step:
                 record = state.runs[run.key]
-                verdict = (study_report.held(run_dir, run.users)
-                           if record["status"] == COMPLETE else study_report.StepVerdict(
+                verdict = (study_steps.held(run_dir, run.users)
+                           if record["status"] == COMPLETE else study_steps.StepVerdict(
                                False, [f"the run failed (exit {record.get('exit')})"]))
                 record["held"], record["why_not"] = verdict.held, verdict.reasons
                 state.save()

@@ -16,16 +16,9 @@ from chatsys.lab.bottleneck import Rule
 from chatsys.lab.calibration import calibrate
 from chatsys.lab.locust_csv import AGGREGATED, StatsRow
 from chatsys.lab.study import PlannedRun, Settings, lab_argv, plan, scale_run
-from chatsys.lab.study_report import (
-    SEED,
-    Figures,
-    Step,
-    StepVerdict,
-    baseline_table,
-    judge,
-    stress_table,
-)
+from chatsys.lab.study_report import SEED, Figures, Step, baseline_table, stress_table
 from chatsys.lab.study_state import COMPLETE, FAILED, RUNNING, StudyState, StudyStateError
+from chatsys.lab.study_steps import StepVerdict, judge
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -178,7 +171,7 @@ def test_the_first_step_with_a_cpu_or_machine_event_is_where_a_saturated() -> No
     from types import SimpleNamespace
 
     from chatsys.lab.bottleneck import Event
-    from chatsys.lab.study_report import first_saturated
+    from chatsys.lab.study_steps import first_saturated
 
     def run(*events: Event) -> Any:
         return SimpleNamespace(verdict=SimpleNamespace(events=list(events)))
@@ -190,7 +183,7 @@ def test_the_first_step_with_a_cpu_or_machine_event_is_where_a_saturated() -> No
 
 
 def test_a_dead_process_or_exhausted_descriptors_stop_a_step(tmp_path: Path) -> None:
-    from chatsys.lab.study_report import limits_hit
+    from chatsys.lab.study_steps import limits_hit
 
     run = tmp_path / "run"
     _written(run)
