@@ -216,7 +216,8 @@ class Study:
         from chatsys.lab import calibration, study_report, study_steps
         from chatsys.lab.study_state import COMPLETE, FAILED, StudyState
 
-        state = StudyState.open(self.out, self.settings.stored())
+        # The rule's thresholds are part of the study: every run's report is written with them.
+        state = StudyState.open(self.out, {**self.settings.stored(), "rule": asdict(self.rule)})
         planned = plan(self.settings)
         began = time.monotonic()
         if state.calibration is None:
