@@ -206,3 +206,15 @@ def test_the_hpa_runs_replicas_come_from_its_decisions(tmp_path: Path) -> None:
                                        {"event": "replicas", "replicas": 4},
                                        {"event": "replicas", "replicas": 3})))
     assert topology_text(tmp_path, meta) == "P 2→4 (HPA, 2 changes, 3 at the end), A 1, B 1"
+
+
+def test_study_help_names_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    from chatsys.lab.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["study", "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--out", "--scale", "--a-steps", "--driver", "--calibration", "--publish",
+                 "--cpu-threshold"):
+        assert flag in text
