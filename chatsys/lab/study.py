@@ -319,7 +319,7 @@ def add_parser(sub: Any, positive: Callable[..., Any], duration: Callable[[str],
 
 
 def main(args: argparse.Namespace, rule: Rule) -> int:
-    from chatsys.lab.study_state import StudyStateError
+    from chatsys.lab.study_state import StudyStateError, exclusive
 
     try:
         driver = choose_driver(args.driver)
@@ -329,7 +329,8 @@ def main(args: argparse.Namespace, rule: Rule) -> int:
     settings = Settings(args.scale, args.users, args.spawn_rate, args.run_time, args.a_steps,
                         args.a_hold, args.a_spawn_rate, driver, args.calibration)
     try:
-        return Study(args.out, settings, rule, publish=args.publish).main()
+        with exclusive(args.out):
+            return Study(args.out, settings, rule, publish=args.publish).main()
     except StudyStateError as exc:
         print(f"chatsys lab study: {exc}", file=sys.stderr)
         return EXIT_SETUP

@@ -10,20 +10,37 @@ two studies in one report, so it is refused.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 STATE_FILE = "study.json"
+LOCK_FILE = "study.lock"
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 DONE_FILES = ("run.json", "report.md")
 
 
 class StudyStateError(ValueError):
     """The directory holds another study (other settings) or an unreadable state file."""
+
+
+@contextlib.contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """One study per directory at a time: a second invocation while the first still runs would
+    delete the run the first is writing. The lock dies with its process (a crash frees it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / LOCK_FILE).open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StudyStateError(f"another study is running in {out}") from None
+        yield
 
 
 def run_is_written(run_dir: Path) -> bool:

@@ -218,3 +218,13 @@ def test_study_help_names_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("--out", "--scale", "--a-steps", "--driver", "--calibration", "--publish",
                  "--cpu-threshold"):
         assert flag in text
+
+
+def test_one_study_per_directory_at_a_time(tmp_path: Path) -> None:
+    from chatsys.lab.study_state import exclusive
+
+    with exclusive(tmp_path), pytest.raises(StudyStateError, match="another study"):
+        with exclusive(tmp_path):
+            pass
+    with exclusive(tmp_path):  # released
+        pass
