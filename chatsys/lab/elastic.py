@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import httpx
@@ -48,11 +48,11 @@ class ElasticGateways:
     """Runs the autoscaler against ``topology`` (started with ``shared_port``) until cancelled;
     ``on_change`` is called with the gateways after every change (the scraper follows them)."""
 
-    def __init__(self, topology: Topology, autoscaler: Autoscaler, out: IO[str], *,
+    def __init__(self, topology: Topology, autoscaler: Autoscaler, records: Path, *,
                  on_change: Callable[[list[Member]], None] = lambda gateways: None) -> None:
         self.topology = topology
         self.autoscaler = autoscaler
-        self.out = out
+        self.records = records
         self.on_change = on_change
         self.cpu_seen: dict[str, tuple[float, float]] = {}  # gateway -> (time, CPU seconds)
         self.decisions = 0
@@ -79,7 +79,7 @@ class ElasticGateways:
         self._record({"event": "decision", **decision.to_record(), "time": time.time(),
                       "readings": readings})
         if decision.replicas != current:
-            await self.scale(decision.replicas)
+            await self.scale(decision)
             self.autoscaler.scaled(current, len(self.gateways), time.monotonic())
         return decision
 
@@ -108,9 +108,10 @@ class ElasticGateways:
                 tg.start_soon(one, member)
         return {CPU: cpu, CONNECTIONS: connections}
 
-    async def scale(self, replicas: int) -> None:
-        """Start or stop gateways (side by side, as pods start together) until ``replicas``."""
-        current = self.gateways
+    async def scale(self, decision: Decision) -> None:
+        """Start or stop gateways (side by side, as pods start together) until the decided
+        number runs."""
+        replicas, current = decision.replicas, self.gateways
         started = time.monotonic()
         added: list[str] = []
         removed: list[str] = []
@@ -134,10 +135,12 @@ class ElasticGateways:
         self.changes += 1
         self._record({"event": "replicas", "replicas": len(self.gateways),
                       "gateways": [m.name for m in self.gateways], "added": added,
-                      "removed": removed, "seconds": round(time.monotonic() - started, 3)})
+                      "removed": removed, "seconds": round(time.monotonic() - started, 3),
+                      "reason": decision.reason, "ratios": decision.ratios})
         log.info("gateways: %d (+%s -%s)", len(self.gateways), added, removed)
         self.on_change(self.gateways)
 
     def _record(self, record: dict[str, Any]) -> None:
-        self.out.write(json.dumps({"time": time.time(), **record}) + "\n")
-        self.out.flush()
+        # Appended and closed at once: a run stopped at any point keeps every decision.
+        with self.records.open("a", encoding="utf-8") as out:
+            out.write(json.dumps({"time": time.time(), **record}) + "\n")
