@@ -158,6 +158,7 @@ def server_latency(data: RunData, out: Path, prefix: str = "") -> str | None:
 
 
 CONNECT = "WS /ws/chat/connect"
+RECONNECT = "WS /ws/chat/reconnect"  # after a 1001: what a scale-down costs its clients
 
 
 def replicas(data: RunData, out: Path, prefix: str = "") -> str | None:
@@ -182,17 +183,19 @@ def replicas(data: RunData, out: Path, prefix: str = "") -> str | None:
             scale.axhline(spec[bound], color="grey", ls="--", lw=0.8)
     scale.set_ylim(bottom=0)
     _finish(scale, "replicas", "Gateway replicas (local HPA; dashed: min and max)")
-    rows = [r for r in data.locust.history if r.label == CONNECT]
-    for name, pick in (("p99", lambda r: r.p99), ("p50", lambda r: r.p50)):
-        pts = [(data.rel(r.t), pick(r)) for r in rows if pick(r) is not None]
-        if pts:
-            lat.plot(*zip(*pts, strict=True), label=f"connect {name} (Locust)")
+    for label, quantiles in ((CONNECT, ("p99", "p50")), (RECONNECT, ("p99",))):
+        rows = [r for r in data.locust.history if r.label == label]
+        for name in quantiles:
+            pts = [(data.rel(r.t), getattr(r, name)) for r in rows
+                   if getattr(r, name) is not None]
+            if pts:
+                lat.plot(*zip(*pts, strict=True), label=f"{short(label)} {name} (Locust)")
     pts = [(data.rel(t), q * 1000) for t, q, _ in data.connect_p99 if q is not None]
     if pts:
         lat.plot(*zip(*pts, strict=True), marker=".", label="connect p99 (gateways)")
     if lat.lines:
         lat.set_yscale("log")
-    _finish(lat, "ms (log)", "Connect latency")
+    _finish(lat, "ms (log)", "Connect latency (and reconnects after a 1001)")
     lat.set_xlabel("seconds since the load started")
     return _save(fig, out / f"{prefix}replicas.png")
 
