@@ -186,8 +186,9 @@ class Topology:
         await self._spawn(member)
         try:
             await self._wait_serving([member], within, watched=[member])
-        except BaseException:
-            await self.kill(member)
+        except BaseException:  # a cancellation too: a gateway half started is not kept
+            with anyio.CancelScope(shield=True):
+                await self.kill(member)
             self._forget(member)
             raise
         return member
