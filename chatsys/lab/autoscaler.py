@@ -225,7 +225,7 @@ class Decision:
     ratios: dict[str, float] = field(default_factory=dict)  # metric -> usage ratio
 
     def to_record(self) -> dict[str, Any]:
-        return {"time": self.at, "current": self.current, "proposed": self.proposed,
+        return {"current": self.current, "proposed": self.proposed,
                 "stabilized": self.stabilized, "desired": self.replicas,
                 "reason": self.reason, "ratios": self.ratios}
 

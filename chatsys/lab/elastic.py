@@ -55,8 +55,6 @@ class ElasticGateways:
         self.records = records
         self.on_change = on_change
         self.cpu_seen: dict[str, tuple[float, float]] = {}  # gateway -> (time, CPU seconds)
-        self.decisions = 0
-        self.changes = 0
 
     @property
     def gateways(self) -> list[Member]:
@@ -75,9 +73,7 @@ class ElasticGateways:
         readings = await self.read(http)
         current = len(self.gateways)
         decision = self.autoscaler.decide(current, readings, time.monotonic())
-        self.decisions += 1
-        self._record({"event": "decision", **decision.to_record(), "time": time.time(),
-                      "readings": readings})
+        self._record({"event": "decision", **decision.to_record(), "readings": readings})
         if decision.replicas != current:
             await self.scale(decision)
             self.autoscaler.scaled(current, len(self.gateways), time.monotonic())
@@ -132,7 +128,6 @@ class ElasticGateways:
                 tg.start_soon(add)
             for member in current[::-1][:max(0, len(current) - replicas)]:  # newest first
                 tg.start_soon(remove, member)
-        self.changes += 1
         self._record({"event": "replicas", "replicas": len(self.gateways),
                       "gateways": [m.name for m in self.gateways], "added": added,
                       "removed": removed, "seconds": round(time.monotonic() - started, 3),
