@@ -1,7 +1,8 @@
 """chatsys.lab.elastic end to end: ``chatsys lab run hpa`` with the local HPA, a tiny load and
-every duration shortened (``--hpa-time-scale``), records its gateways changing in ``hpa.jsonl``
-and plots them in the report. What it checks is that scaling happens for real during a run (the
-scraper follows the new gateways, no process is left behind), not any performance."""
+every duration shortened (``--hpa-time-scale``), scales its gateways up (and, started above
+what the load needs, down) during the run, records it in ``hpa.jsonl`` and plots it in the
+report. What it checks is that scaling happens for real during a run (the scraper follows new
+gateways, users of a removed one resume, no process is left behind), not any performance."""
 
 from __future__ import annotations
 
