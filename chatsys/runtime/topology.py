@@ -48,7 +48,6 @@ import anyio
 import anyio.abc
 import httpx
 
-from chatsys.gateway.servers import shared_port_socket
 from chatsys.runtime import ready
 from chatsys.runtime.children import spawn, terminate
 from chatsys.runtime.members import (
@@ -59,6 +58,7 @@ from chatsys.runtime.members import (
     TopologyError,  # raised here too: callers import it from this module
     redis_command,
 )
+from chatsys.runtime.sockets import shared_port_socket
 
 log = logging.getLogger("chatsys.topology")
 READY_TIMEOUT = 60.0
