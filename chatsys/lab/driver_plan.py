@@ -59,17 +59,6 @@ class Plan:
             previous = step
         raise ValueError(f"user {user} is beyond the last step ({self.peak})")
 
-    def users_at(self, t: float) -> int:
-        """How many users the plan has spawned ``t`` seconds in."""
-        elapsed, previous = 0.0, 0
-        for step in self.steps:
-            ramp = (step - previous) / self.spawn_rate
-            if t < elapsed + ramp:
-                return previous + int((t - elapsed) * self.spawn_rate) + 1
-            elapsed += ramp + self.hold
-            previous = step
-        return previous
-
     def owned(self, worker: int, workers: int) -> Iterator[tuple[int, float]]:
         """(user, start second) of every user of ``worker``, in start order, within the run."""
         for user in range(worker, self.peak, workers):
