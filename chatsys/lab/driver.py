@@ -130,7 +130,10 @@ class Driver:
         self.user_seconds = 0.0
 
     def config(self, index: int) -> WorkerConfig:
-        mine = self.sources[index::self.workers] or self.sources  # each address in one worker
+        # Each address in one worker while there are enough; else workers share them.
+        mine = self.sources[index::self.workers]
+        if self.sources and not mine:
+            mine = [self.sources[index % len(self.sources)]]
         return WorkerConfig(index, self.workers, self.hosts, asdict(self.plan),
                             asdict(self.options), mine)
 
@@ -260,8 +263,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     workers = args.workers or max(1, math.ceil(plan.peak / USERS_PER_WORKER))
-    if sources and len(sources) < workers:
-        sources = (sources * workers)[:workers]  # every worker binds somewhere
     raise_nofile()
     options = UserOptions(**{f.name: getattr(args, f.name) for f in fields(UserOptions)})
     driver = Driver(hosts, plan, options, args.csv, workers, sources)
