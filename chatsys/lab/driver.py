@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, fields
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -257,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = plan_of(args)
         hosts = [h for h in args.host.split(",") if h]
+        if any(urlsplit(h).scheme != "http" for h in hosts):
+            raise ValueError("the native driver speaks plain http:// (use Locust for https)")
         count = (args.source_addresses if args.source_addresses >= 0
                  else math.ceil(plan.peak / USERS_PER_SOURCE))
         sources = source_addresses(hosts, count)
