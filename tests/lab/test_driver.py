@@ -188,4 +188,4 @@ def test_a_lab_run_with_the_native_driver(tmp_path: Path) -> None:
     generator = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
                  if '"Locust"' in line]
     assert generator, "the driver was not sampled as the load generator"
-    assert (out / "report.md").exists()
+    assert "CPU Locust: busiest process" in (out / "report.md").read_text()
