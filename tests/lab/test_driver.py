@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from chatsys.lab.driver_http import parse_response
 from chatsys.lab.driver_plan import Plan, UserOptions, room_for, source_addresses
 from chatsys.lab.driver_run import command
 from chatsys.lab.driver_stats import CsvWriter, Stats, bucket, percentile
-from chatsys.lab.driver_worker import parse_response
 from chatsys.lab.locust_csv import LocustData
 from chatsys.lab.scenarios import scenario
 from tests.gateway_support import Gateway, start_all
