@@ -301,7 +301,7 @@ class ChatUser:
                 status, body = await worker.http.post(
                     host, port, self.source, [head, worker.part_head, unique, worker.file_tail,
                                               worker.part_tail])
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a garbled answer
             worker.record(POST, UPLOAD, started, 0, connect_failed(exc))
             return None
         if status != 201:
