@@ -46,6 +46,15 @@ def _rule_flags(parser: argparse.ArgumentParser) -> None:
                              f"saturated (default {default.machine_threshold})")
 
 
+def _driver_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--driver", choices=("locust", "native"), default="locust",
+                        help="load generator: Locust (default), or the lab's native driver "
+                             "(same session and stats files, far less CPU per user: for "
+                             "scenario A's high steps; see docs/load-testing.md)")
+    parser.add_argument("--driver-workers", type=_positive(int), default=0,
+                        help="processes of the native driver (default: one per 10,000 users)")
+
+
 def _rule(args: argparse.Namespace) -> Rule:
     return Rule(cpu_threshold=args.cpu_threshold, latency_threshold=args.latency_threshold,
                 machine_threshold=args.machine_threshold)
@@ -133,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--locust-processes", type=_positive(int), default=1,
                      help="Locust processes (one core each; more than 1 runs a master and "
                           "workers, Locust's --processes)")
+    _driver_flags(run)
     run.add_argument("--label", help="the run's name in reports (default: the directory name)")
     _hpa_flags(run)
     _rule_flags(run)
@@ -213,7 +223,8 @@ def main(argv: Sequence[str]) -> int:
         chosen = replace(chosen, gateways=autoscale.min_replicas)
     options = RunOptions(chosen, args.out, host=args.host, prometheus=args.prometheus,
                          prom_step=args.prom_step, label=args.label, rule=_rule(args),
-                         locust_processes=args.locust_processes, autoscale=autoscale)
+                         locust_processes=args.locust_processes, autoscale=autoscale,
+                         driver=args.driver, driver_workers=args.driver_workers)
     return run(options)
 
 

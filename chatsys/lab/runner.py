@@ -51,9 +51,20 @@ class RunOptions:
     progress_every: float = 3.0
     label: str | None = None
     locust_processes: int = 1
+    driver: str = "locust"  # or "native": chatsys.lab.driver instead of Locust
+    driver_workers: int = 0  # the native driver's processes (0: its own default)
     rule: Rule = field(default_factory=Rule)
     # The local HPA (the gateways on one port, scaled while the load runs); None: fixed.
     autoscale: HpaSpec | None = None
+
+
+def load_generator(options: RunOptions, hosts: list[str], out: Path) -> LocustProcess:
+    """Locust (the default), or the native driver, which writes the same files."""
+    if options.driver == "native":
+        from chatsys.lab.driver_run import DriverProcess
+
+        return DriverProcess(options.scenario, hosts, out, options.driver_workers)
+    return LocustProcess(options.scenario, hosts, out, options.locust_processes)
 
 
 def say(text: str) -> None:
@@ -136,8 +147,8 @@ class LabRun:
             say("ready: " + ", ".join(f"{m.name} {m.address}" for m in self.topology.members))
         targets = [] if self.options.prometheus or self.topology is None else [
             ScrapeTarget(m.name, m.module, m.metrics_url) for m in self.topology.targets()]
-        self.locust = locust = LocustProcess(self.options.scenario, hosts, self.out,
-                                             self.options.locust_processes)
+        self.locust = locust = load_generator(self.options, hosts, self.out)
+        self.meta["driver"] = self.options.driver
         self.meta["locust_command"] = locust.args
         with open_metrics(self.out) as metrics:
             scraper = Scraper(metrics, targets, locust_pid=lambda: locust.pid,
