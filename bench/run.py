@@ -118,6 +118,58 @@ async def _http_ok(port: int, path: str) -> bool:
         writer.close()
 
 
+async def _http_get(port: int, path: str) -> str:
+    """The body of a bare HTTP/1.0 GET on loopback ("" if it failed)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return ""
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await writer.drain()
+        async with asyncio.timeout(5):
+            data = await reader.read()
+        return data.partition(b"\r\n\r\n")[2].decode(errors="replace")
+    except (OSError, TimeoutError):
+        return ""
+    finally:
+        writer.close()
+
+
+JOIN_STAGES = ("validate", "session", "room_join", "history", "accept", "welcome", "presence")
+
+
+async def _join_timings(port: int) -> dict[str, tuple[float, float]]:
+    """(sum, count) of the gateway's ``chatsys_ws_connect_seconds`` ("connect") and of each
+    stage of ``chatsys_ws_connect_stage_seconds``, as its /metrics says now."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(await _http_get(port, "/metrics")):
+        if family.name not in ("chatsys_ws_connect_seconds", "chatsys_ws_connect_stage_seconds"):
+            continue
+        for sample in family.samples:
+            key = sample.labels.get("stage", "connect")
+            total, count = out.get(key, (0.0, 0.0))
+            if sample.name.endswith("_sum"):
+                out[key] = (sample.value, count)
+            elif sample.name.endswith("_count"):
+                out[key] = (total, sample.value)
+    return out
+
+
+def _join_breakdown(before: dict[str, tuple[float, float]],
+                    after: dict[str, tuple[float, float]]) -> dict[str, float | None]:
+    """Mean ms of the gateway's connect (upgrade to welcome) and of each stage between two
+    readings; a stage that did not run (history without ``since``) is None."""
+    out: dict[str, float | None] = {}
+    for key in ("connect", *JOIN_STAGES):
+        total = after.get(key, (0.0, 0.0))[0] - before.get(key, (0.0, 0.0))[0]
+        count = after.get(key, (0.0, 0.0))[1] - before.get(key, (0.0, 0.0))[1]
+        out[key] = round(total / count * 1000, 3) if count else None
+    return out
+
+
 async def _welcome_ok(port: int) -> bool:
     """One real WebSocket join: a server is ready only once it sends a welcome."""
     from websockets.asyncio.client import connect
@@ -372,7 +424,20 @@ async def measure(target: str, p: Params, children: Children, log_dir: Path,
         rss_idle = rss_bytes(process_tree(server.gateway_pid))
         url = f"ws://127.0.0.1:{server.port}"
         async with LoadGen(url, p.procs, children, p.client) as gen:
+            chatsys = server.a_pid is not None
+            timings = await _join_timings(server.port) if chatsys else {}
+            joiners = (process_tree(server.gateway_pid), [server.a_pid] if chatsys else [])
+            cpu = tuple(cpu_seconds(g) for g in joiners)
             result["connect"] = await gen.connect(p.users, p.connect_rate, p.room_size)
+            # Where a join's time and CPU go (chatsys): the gateway's own stage timings and
+            # the CPU P and A spent per user joined, over the connect phase alone.
+            joined = max(result["connect"]["connected"], 1)
+            spent = [cpu_seconds(g) - before for g, before in zip(joiners, cpu, strict=True)]
+            result["connect"]["server_cpu_us_per_join"] = round(spent[0] / joined * 1e6)
+            if chatsys:
+                result["connect"]["a_cpu_us_per_join"] = round(spent[1] / joined * 1e6)
+                result["connect"]["gateway_ms"] = _join_breakdown(
+                    timings, await _join_timings(server.port))
             result["gateway_rss_idle_mib"] = round(rss_idle / 2**20, 1)
             result["gateway_rss_connected_mib"] = round(
                 rss_bytes(process_tree(server.gateway_pid)) / 2**20, 1)
@@ -459,7 +524,11 @@ def scalars(r: dict[str, Any], p: Params) -> dict[str, Any]:
                            "connect_per_s": c["achieved_per_s"],
                            "knee_per_s": r.get("knee_per_s"),
                            "connect_knee_per_s": r.get("connect_knee_per_s"),
-                           "gateway_rss_connected_mib": r.get("gateway_rss_connected_mib")}
+                           "gateway_rss_connected_mib": r.get("gateway_rss_connected_mib"),
+                           "server_cpu_us_per_join": c.get("server_cpu_us_per_join"),
+                           "a_cpu_us_per_join": c.get("a_cpu_us_per_join")}
+    for stage, ms in (c.get("gateway_ms") or {}).items():
+        out[f"gateway_ms.{stage}"] = ms
     for s in r.get("steps", []):
         if s["rate"] in p.rates:
             key = f"{s['rate']:g}"
@@ -612,7 +681,25 @@ def table(medians: dict[str, dict[str, Any]], rat: dict[str, dict[str, float | N
                                for j, (c, w) in enumerate(zip(row, widths, strict=True))))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
+    lines.extend(join_lines(medians))
     return "\n".join(lines)
+
+
+def join_lines(medians: dict[str, dict[str, Any]]) -> list[str]:
+    """Where a join goes, per chatsys target, in the connect phase: the client's connect mean,
+    the gateway's (upgrade to welcome) and its stages' means, ms; CPU per join of P and A, µs.
+    The session call runs beside room_join + history, so stages do not add up to the total."""
+    lines = []
+    for target, m in medians.items():
+        if m.get("gateway_ms.connect") is None:
+            continue
+        stages = ", ".join(f"{stage} {_fmt(m.get(f'gateway_ms.{stage}'), '.2f')}"
+                           for stage in JOIN_STAGES if m.get(f"gateway_ms.{stage}") is not None)
+        lines.append(f"join {target}: client {_fmt(m['connect_mean_ms'], '.2f')} ms, gateway "
+                     f"{_fmt(m['gateway_ms.connect'], '.2f')} ms ({stages}); CPU per join "
+                     f"P {_fmt(m.get('server_cpu_us_per_join'), '.0f')} µs, "
+                     f"A {_fmt(m.get('a_cpu_us_per_join'), '.0f')} µs")
+    return lines
 
 
 def machine() -> dict[str, Any]:

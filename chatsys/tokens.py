@@ -16,9 +16,10 @@ import hmac
 import json
 import secrets
 import time
+from typing import Protocol
 
 from chatsys.errors import Unauthorized
-from chatsys.stubs.chatsys.users.v1 import Session
+from chatsys.stubs.chatsys.users.v1.users_pb2 import Session
 
 PREFIX = "v1."
 MAX_TOKEN_CHARS = 512
@@ -32,6 +33,15 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+class SessionFields(Protocol):
+    """What a token names: A signs its servicer's sessions, gateways verify into upb ones."""
+
+    id: str
+    user: str
+    room: str
+    created_ms: int
+
+
 class TokenSigner:
     def __init__(self, secret: str) -> None:
         if len(secret) < 16:
@@ -41,7 +51,7 @@ class TokenSigner:
     def _mac(self, signed: str) -> str:
         return _b64(hmac.new(self._key, signed.encode(), hashlib.sha256).digest())
 
-    def issue(self, session: Session, ttl_ms: int) -> str:
+    def issue(self, session: SessionFields, ttl_ms: int) -> str:
         claims = {"s": session.id, "u": session.user, "r": session.room,
                   "c": session.created_ms, "e": session.created_ms + ttl_ms,
                   "n": secrets.token_hex(16)}

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from chatsys.errors import Unauthorized
-from chatsys.stubs.chatsys.users.v1 import Session
+from chatsys.stubs.chatsys.users.v1.users_pb2 import Session
 from chatsys.tokens import TokenSigner
 from tests.chat_client import ChatClient
 from tests.gateway_support import start_system

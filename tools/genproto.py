@@ -7,12 +7,12 @@ The one documented command (run from the repository root, with the ``test`` extr
 ``--out DIR`` writes somewhere else instead; the stale-stub test uses it to compare a fresh
 generation with what is committed.
 
-Besides betterproto2's package, the protos on the chat message path (``UPB_PROTOS``) also get
-Google's ``_pb2`` modules, beside their betterproto2 package: every chat message is encoded and
-decoded several times between the gateway and A, and betterproto2 does that in pure Python, far
-slower than the upb runtime (``python -m bench.codec``; the figures are in docs/performance.md,
-"Figures behind design choices"). Both read the same wire
-format, so either side of a call may use either. The ``protobuf`` runtime must be at least the
+Besides betterproto2's package, the protos on the chat message and join paths (``UPB_PROTOS``)
+also get Google's ``_pb2`` modules, beside their betterproto2 package: every chat message (and
+every join's session) is encoded and decoded between the gateway and A, and betterproto2 does
+that in pure Python, far slower than the upb runtime (``python -m bench.codec``; the figures
+are in docs/performance.md, "Figures behind design choices"). Both read the same wire format,
+so either side of a call may use either. The ``protobuf`` runtime must be at least the
 version the pinned ``grpcio-tools`` writes into the ``_pb2`` header.
 """
 
@@ -37,7 +37,7 @@ Everything in this package is generated from the `.proto` files under `proto/`: 
 Regenerate with `python tools/genproto.py`; a test fails when these files are stale.
 """
 OPTIONS = "client_generation=async,server_generation=async,google_protobuf_descriptors"
-UPB_PROTOS = ["chatsys/chat/v1/chat.proto"]
+UPB_PROTOS = ["chatsys/chat/v1/chat.proto", "chatsys/users/v1/users.proto"]
 
 
 def proto_files() -> list[str]:

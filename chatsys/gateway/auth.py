@@ -7,7 +7,7 @@ signed token without a call; an opaque token (no secret configured) is A's to ch
 from __future__ import annotations
 
 from chatsys.gateway.clients.users import UsersClient
-from chatsys.stubs.chatsys.users.v1 import Session
+from chatsys.stubs.chatsys.users.v1.users_pb2 import Session
 from chatsys.tokens import PREFIX, TokenSigner
 
 

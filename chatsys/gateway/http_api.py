@@ -26,7 +26,7 @@ from chatsys.gateway.responses import error_response
 from chatsys.gateway.state import Gateway
 from chatsys.runtime import metrics as runtime_metrics
 from chatsys.stubs.chatsys.files.v1 import FileInfo, UploadMeta
-from chatsys.stubs.chatsys.users.v1 import Session
+from chatsys.stubs.chatsys.users.v1.users_pb2 import Session
 from chatsys.tokens import MAX_TOKEN_CHARS
 
 bp = Blueprint("http", __name__)

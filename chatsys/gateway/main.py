@@ -35,6 +35,10 @@ async def serve(settings: Settings, stop: anyio.Event, *,
     app = WebSocketTransport(create_app(gateway), ws.routes(gateway))
     server = make_server(settings)
     server_stop = anyio.Event()
+    # Gateways sharing one port (SO_REUSEPORT) cannot be told apart through it: a scraper (the
+    # lab's autoscaler, a local Prometheus) reads each one's /metrics here.
+    own_metrics = (metrics.start_exposition_server(settings.host, settings.own_metrics_port)
+                   if settings.own_metrics_port >= 0 else None)
     try:
         async with anyio.create_task_group() as background:
             # Every long-lived task is supervised and restarted; while one is down, /readyz
@@ -55,8 +59,8 @@ async def serve(settings: Settings, stop: anyio.Event, *,
                 port = await serving.start(server.serve, app, server_stop)
                 log.info("gateway (%s) listening on http://%s:%d", settings.server,
                          settings.host, port)
-                ready.write(settings.ready_file, ready.Ports(port))
-                task_status.started(ready.Ports(port))
+                ready.write(settings.ready_file, ready.Ports(port, own_metrics))
+                task_status.started(ready.Ports(port, own_metrics))
                 await stop.wait()
                 await drain(gateway)
                 server_stop.set()

@@ -25,6 +25,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from chatsys.runtime.settings import Settings
+from chatsys.runtime.sockets import shared_port_socket
 
 log = logging.getLogger("chatsys.gateway.server")
 LISTEN_TIMEOUT = 15.0
@@ -113,18 +114,6 @@ class GranianServer:
             task_status.started(port)
             await stop.wait()
             server.stop()
-
-
-def shared_port_socket(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (0: a free one) that sibling workers can bind too
-    (SO_REUSEPORT: the kernel balances their listeners); not listening yet."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if hasattr(socket, "SO_REUSEPORT"):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
 
 
 def _listening_socket(host: str, port: int, backlog: int) -> socket.socket:

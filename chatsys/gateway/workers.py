@@ -16,10 +16,10 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from chatsys.gateway.servers import shared_port_socket
 from chatsys.runtime import ready
 from chatsys.runtime.children import spawn, terminate, wait_any, watch
 from chatsys.runtime.settings import Settings, options_for
+from chatsys.runtime.sockets import shared_port_socket
 
 log = logging.getLogger("chatsys.gateway.workers")
 READY_TIMEOUT = 60.0

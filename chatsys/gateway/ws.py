@@ -33,7 +33,7 @@ from chatsys.gateway.ratelimit import TokenBucket
 from chatsys.gateway.responses import error_parts
 from chatsys.gateway.state import Gateway
 from chatsys.gateway.transport import Scope, ServerSocket, SocketHandler
-from chatsys.stubs.chatsys.users.v1 import Session
+from chatsys.stubs.chatsys.users.v1.users_pb2 import Session
 
 log = logging.getLogger("chatsys.gateway.ws")
 PATH = "/ws/chat"

@@ -15,7 +15,7 @@ from importlib.util import find_spec
 
 # Import name -> distribution, for every module of the lab extra the lab itself needs.
 REQUIRES = {"matplotlib": "matplotlib", "numpy": "numpy", "psutil": "psutil", "locust": "locust",
-            "websocket": "websocket-client"}
+            "websocket": "websocket-client", "yaml": "pyyaml"}
 
 
 def missing_requirements() -> list[str]:

@@ -14,17 +14,20 @@ from chatsys.lab.bottleneck import Rule
 from chatsys.lab.scenarios import NAMES, ScenarioError, parse_duration, scenario
 
 if TYPE_CHECKING:
+    from chatsys.lab.autoscaler import HpaSpec
     from chatsys.lab.runner import RunOptions
 
 EPILOG = """scenarios (the seed's A, B and C; see docs/lab.md):
   stress    A: stepped stress (locustfiles/stress.conf + stress.py); --users is the last step
   baseline  B: locustfiles/baseline.conf, one gateway, one A, one B
-  hpa       C: locustfiles/scaled.conf, two gateways locally (what the HPA scales out to)
+  hpa       C: locustfiles/scaled.conf, gateways on one port scaled by a local HPA
+            (--hpa-metric cpu|connections|off; see docs/lab.md)
   scaled    C: locustfiles/scaled.conf, two A (on Redis) and two B locally
 
 examples:
   chatsys lab run baseline --users 50 --spawn-rate 25 --run-time 20s --out runs/b
   chatsys lab run scaled --users 50 --spawn-rate 25 --run-time 20s --out runs/c
+  chatsys lab run hpa --users 200 --run-time 50s --hpa-time-scale 0.1 --out runs/hpa
   chatsys lab report runs/b runs/c --out runs/b-vs-c
   chatsys lab plan runs/b --users 10000 --validate runs/a --out runs/plan
   chatsys lab study --out runs/study                 # B, C-hpa, C-scaled, A: about 45 min
@@ -44,6 +47,15 @@ def _rule_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--machine-threshold", type=float, default=default.machine_threshold,
                         help="share of all cores busy at which the machine counts as "
                              f"saturated (default {default.machine_threshold})")
+
+
+def _driver_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--driver", choices=("locust", "native"), default="locust",
+                        help="load generator: Locust (default), or the lab's native driver "
+                             "(same session and stats files, far less CPU per user: for "
+                             "scenario A's high steps; see docs/load-testing.md)")
+    parser.add_argument("--driver-workers", type=_positive(int), default=0,
+                        help="processes of the native driver (default: one per 10,000 users)")
 
 
 def _rule(args: argparse.Namespace) -> Rule:
@@ -67,6 +79,41 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ScenarioError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _hpa_flags(parser: argparse.ArgumentParser) -> None:
+    from chatsys.lab.autoscaler import POLICIES
+
+    hpa = parser.add_argument_group("local HPA (scenario hpa)")
+    hpa.add_argument("--hpa-metric", choices=(*POLICIES, "off"), default="cpu",
+                     help="cpu: overlays/hpa (CPU utilisation of the request); connections: "
+                          "components/autoscale-connections (CPU and open WebSockets per "
+                          "gateway); off: a fixed --gateways (default cpu)")
+    hpa.add_argument("--hpa-target", type=_positive(float),
+                     help="the policy's own target instead of the manifest's: CPU percent "
+                          "(cpu) or WebSockets per gateway (connections)")
+    hpa.add_argument("--hpa-min", type=_positive(int), help="minReplicas (manifest: 2)")
+    hpa.add_argument("--hpa-max", type=_positive(int), help="maxReplicas (manifest: 10)")
+    hpa.add_argument("--hpa-time-scale", type=_positive(float), default=1.0,
+                     help="multiply the sync period (15 s), stabilisation windows and policy "
+                          "periods, e.g. 0.1 for a run of a minute (default 1)")
+
+
+def _autoscale(args: argparse.Namespace, elastic: bool) -> HpaSpec | None:
+    """The local HPA's spec from the manifests and the --hpa-* flags (None: fixed gateways)."""
+    if not elastic or args.hpa_metric == "off" or args.host:
+        return None
+    from chatsys.lab.autoscaler import load_spec
+
+    spec = load_spec(args.hpa_metric).scaled(args.hpa_time_scale)
+    if args.hpa_target:
+        spec = spec.with_target(args.hpa_target)
+    spec = replace(spec, min_replicas=args.hpa_min or spec.min_replicas,
+                   max_replicas=args.hpa_max or spec.max_replicas)
+    if spec.min_replicas > spec.max_replicas:
+        raise ScenarioError(f"--hpa-min {spec.min_replicas} is above --hpa-max "
+                            f"{spec.max_replicas}")
+    return spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--locust-processes", type=_positive(int), default=1,
                      help="Locust processes (one core each; more than 1 runs a master and "
                           "workers, Locust's --processes)")
+    _driver_flags(run)
     run.add_argument("--label", help="the run's name in reports (default: the directory name)")
+    _hpa_flags(run)
     _rule_flags(run)
     rep = sub.add_parser("report", help="(re)write the report of one or more run directories",
                          description="Analyse run directories; with several, add a side-by-side "
@@ -178,9 +227,16 @@ def main(argv: Sequence[str], launch: Callable[[RunOptions], int] | None = None)
     chosen = replace(chosen, gateways=args.gateways or chosen.gateways,
                      a_replicas=args.a_replicas or chosen.a_replicas,
                      b_replicas=args.b_replicas or chosen.b_replicas)
+    try:
+        autoscale = _autoscale(args, chosen.elastic)
+    except (ValueError, OSError) as exc:  # a bad flag, or manifests missing or not understood
+        parser.error(f"hpa: {exc}")
+    if autoscale is not None and not args.gateways:  # the HPA starts from minReplicas
+        chosen = replace(chosen, gateways=autoscale.min_replicas)
     options = RunOptions(chosen, args.out, host=args.host, prometheus=args.prometheus,
                          prom_step=args.prom_step, label=args.label, rule=_rule(args),
-                         locust_processes=args.locust_processes)
+                         locust_processes=args.locust_processes, autoscale=autoscale,
+                         driver=args.driver, driver_workers=args.driver_workers)
     return (launch or run)(options)
 
 

@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from chatsys.lab.analysis import RunData
+from chatsys.lab.elastic import read_hpa
 from chatsys.lab.locust_csv import AGGREGATED
 
 DPI = 72
@@ -156,6 +157,49 @@ def server_latency(data: RunData, out: Path, prefix: str = "") -> str | None:
     return _save(fig, out / f"{prefix}server_latency.png")
 
 
+CONNECT = "WS /ws/chat/connect"
+RECONNECT = "WS /ws/chat/reconnect"  # after a 1001: what a scale-down costs its clients
+
+
+def replicas(data: RunData, out: Path, prefix: str = "") -> str | None:
+    """Gateways over time under the local HPA (what it decided dotted), above connect latency:
+    the HPA panel of a Grafana dashboard beside what the users felt."""
+    records = read_hpa(data.path)
+    changes = [(r["time"], r["replicas"]) for r in records if r.get("event") == "replicas"]
+    if not changes:
+        return None
+    changes.append((max(data.t1, changes[-1][0]), changes[-1][1]))
+    desired = [(r["time"], r["desired"]) for r in records
+               if r.get("event") == "decision" and r["time"] <= changes[-1][0]]
+    fig, (scale, lat) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    scale.step([data.rel(t) for t, _ in changes], [n for _, n in changes], where="post",
+               lw=2, label="gateways running")
+    if desired:
+        scale.step([data.rel(t) for t, _ in desired], [n for _, n in desired], where="post",
+                   ls=":", label="desired (HPA decision)")
+    spec = data.meta.get("autoscale") or {}
+    for bound in ("min_replicas", "max_replicas"):
+        if bound in spec:
+            scale.axhline(spec[bound], color="grey", ls="--", lw=0.8)
+    scale.set_ylim(bottom=0)
+    _finish(scale, "replicas", "Gateway replicas (local HPA; dashed: min and max)")
+    for label, quantiles in ((CONNECT, ("p99", "p50")), (RECONNECT, ("p99",))):
+        rows = [r for r in data.locust.history if r.label == label]
+        for name in quantiles:
+            pts = [(data.rel(r.t), getattr(r, name)) for r in rows
+                   if getattr(r, name) is not None]
+            if pts:
+                lat.plot(*zip(*pts, strict=True), label=f"{short(label)} {name} (Locust)")
+    pts = [(data.rel(t), q * 1000) for t, q, _ in data.connect_p99 if q is not None]
+    if pts:
+        lat.plot(*zip(*pts, strict=True), marker=".", label="connect p99 (gateways)")
+    if lat.lines:
+        lat.set_yscale("log")
+    _finish(lat, "ms (log)", "Connect latency (and reconnects after a 1001)")
+    lat.set_xlabel("seconds since the load started")
+    return _save(fig, out / f"{prefix}replicas.png")
+
+
 def comparison(runs: Sequence[RunData], out: Path, operations: Sequence[str]) -> str | None:
     """Side by side: each operation's mean and p99, and each module's CPU peak, per run."""
     if len(runs) < 2:
@@ -186,6 +230,7 @@ def all_plots(data: RunData, out: Path, prefix: str = "") -> dict[str, str]:
     """Every plot that has data, by section name → file name (relative to ``out``)."""
     out.mkdir(parents=True, exist_ok=True)
     made = {"locust_time": locust_over_time(data, out, prefix),
+            "replicas": replicas(data, out, prefix),
             "locust_users": locust_vs_users(data, out, prefix),
             "resources": resources(data, out, prefix),
             "server_latency": server_latency(data, out, prefix)}

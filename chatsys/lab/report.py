@@ -14,6 +14,7 @@ from pathlib import Path
 from chatsys.lab import analysis, plots
 from chatsys.lab.analysis import RunData
 from chatsys.lab.bottleneck import Rule
+from chatsys.lab.elastic import read_hpa
 from chatsys.lab.locust_csv import AGGREGATED, StatsRow
 from chatsys.lab.samples import MODULE_NAMES
 
@@ -22,6 +23,9 @@ OPERATIONS = ("WS /ws/chat/connect", "WS /ws/chat/send_text", "POST /api/files",
 CAPTIONS = {
     "locust_time": "What the users saw over time: latency (p99 solid, p50 dotted), throughput "
                    "with the user count shaded, and failures, per operation.",
+    "replicas": "Gateway replicas under the local HPA (the decision dotted) above connect "
+                "latency: a scale-up helps only the connections that arrive after it, and a "
+                "scale-down makes its gateway's clients reconnect (1001, then since).",
     "locust_users": "The same against the number of users: where RPS stops growing with users "
                     "and latency climbs, the system is saturating.",
     "resources": "CPU (cores) and resident memory of every process; the red line is the "
@@ -53,6 +57,7 @@ def _run_facts(data: RunData) -> list[str]:
         f"- Metrics: {source_text}",
         f"- Locust exit code: {meta.get('locust_exit', '?')} (1 means some request failed)",
     ]
+    lines += _autoscale_facts(data)
     if meta.get("interrupted"):
         lines.append("- **Interrupted** (Ctrl-C): the data below covers the run until then.")
     if meta.get("died"):
@@ -61,6 +66,30 @@ def _run_facts(data: RunData) -> list[str]:
     if meta.get("error"):
         lines.append(f"- **Error:** {meta['error']}")
     return lines
+
+
+def _autoscale_facts(data: RunData) -> list[str]:
+    """The local HPA's policy, and each change of scale with the reason the HPA gave."""
+    spec = data.meta.get("autoscale")
+    if not spec:
+        return []
+    targets = ", ".join(f"{m['name']} {m['utilization']:g}% of {spec['cpu_request']:g} core"
+                        if m["utilization"] is not None
+                        else f"{m['name']} {m['average_value']:g} per gateway"
+                        for m in spec["metrics"])
+    steps = []
+    for r in read_hpa(data.path):
+        if r.get("event") != "replicas":
+            continue
+        if "reason" not in r:  # where it started
+            steps.append(str(r["replicas"]))
+            continue
+        ratios = ", ".join(f"{name} {ratio:.2f}x target" for name, ratio in r["ratios"].items())
+        steps.append(f"{r['replicas']} at {data.rel(r['time']):.0f} s ({ratios}; {r['reason']})")
+    return [f"- Autoscaler: local HPA on {targets}; {spec['min_replicas']}–"
+            f"{spec['max_replicas']} gateways, sync every {spec['sync_period']:g} s, "
+            f"scale-down window {spec['scale_down']['window']:g} s",
+            f"- Gateways: {' → '.join(steps) or 'no record'}"]
 
 
 def _ops_table(data: RunData) -> list[str]:

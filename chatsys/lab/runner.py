@@ -8,6 +8,7 @@ and the report — so an interrupted run still leaves its data and a report of w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -18,15 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from chatsys.lab import prom, report
+from chatsys.lab.autoscaler import Autoscaler, HpaSpec
 from chatsys.lab.bottleneck import Rule
+from chatsys.lab.elastic import HPA_FILE, ElasticGateways
 from chatsys.lab.locust_run import LocustProcess, Progress
 from chatsys.lab.samples import write_jsonl
 from chatsys.lab.scenarios import Scenario
 from chatsys.lab.scrape import Scraper, ScrapeTarget, open_metrics
 from chatsys.runtime import lifecycle
 from chatsys.runtime.children import wait_any
+from chatsys.runtime.members import Member
 from chatsys.runtime.supervision import Policy, supervise
 from chatsys.runtime.topology import Topology, TopologyError
 
@@ -46,7 +51,20 @@ class RunOptions:
     progress_every: float = 3.0
     label: str | None = None
     locust_processes: int = 1
+    driver: str = "locust"  # or "native": chatsys.lab.driver instead of Locust
+    driver_workers: int = 0  # the native driver's processes (0: its own default)
     rule: Rule = field(default_factory=Rule)
+    # The local HPA (the gateways on one port, scaled while the load runs); None: fixed.
+    autoscale: HpaSpec | None = None
+
+
+def load_generator(options: RunOptions, hosts: list[str], out: Path) -> LocustProcess:
+    """Locust (the default), or the native driver, which writes the same files."""
+    if options.driver == "native":
+        from chatsys.lab.driver_run import DriverProcess
+
+        return DriverProcess(options.scenario, hosts, out, options.driver_workers)
+    return LocustProcess(options.scenario, hosts, out, options.locust_processes)
 
 
 def say(text: str) -> None:
@@ -61,7 +79,8 @@ class LabRun:
         sc = options.scenario
         self.topology: Topology | None = None
         if options.host is None:
-            self.topology = Topology(self.out, sc.gateways, sc.a_replicas, sc.b_replicas)
+            self.topology = Topology(self.out, sc.gateways, sc.a_replicas, sc.b_replicas,
+                                     shared_port=options.autoscale is not None)
         self.locust: LocustProcess | None = None
         self.stage = "setup"
         self.started = time.monotonic()
@@ -76,6 +95,8 @@ class LabRun:
                 "b_replicas": sc.b_replicas, "redis": sc.a_replicas > 1},
             "interrupted": False,
         }
+        if options.autoscale is not None and self.topology is not None:
+            self.meta["autoscale"] = dataclasses.asdict(options.autoscale)
 
     async def main(self, stop: anyio.Event) -> int:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -126,8 +147,8 @@ class LabRun:
             say("ready: " + ", ".join(f"{m.name} {m.address}" for m in self.topology.members))
         targets = [] if self.options.prometheus or self.topology is None else [
             ScrapeTarget(m.name, m.module, m.metrics_url) for m in self.topology.targets()]
-        self.locust = locust = LocustProcess(self.options.scenario, hosts, self.out,
-                                             self.options.locust_processes)
+        self.locust = locust = load_generator(self.options, hosts, self.out)
+        self.meta["driver"] = self.options.driver
         self.meta["locust_command"] = locust.args
         with open_metrics(self.out) as metrics:
             scraper = Scraper(metrics, targets, locust_pid=lambda: locust.pid,
@@ -135,6 +156,7 @@ class LabRun:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(partial(supervise, "metrics scraper", scraper.run,
                                       policy=Policy.RESTART))
+                self._start_autoscaler(tg, scraper)
                 self.meta["load_started"] = time.time()
                 await locust.start()
                 self._stage("load")
@@ -156,6 +178,23 @@ class LabRun:
                 tg.cancel_scope.cancel()
         self.meta["scrapes"], self.meta["scrape_errors"] = scraper.ticks, scraper.errors
         return EXIT_OK if self.meta.get("locust_exit") in (0, 1) else EXIT_FAILED
+
+    def _start_autoscaler(self, tg: anyio.abc.TaskGroup, scraper: Scraper) -> None:
+        """The local HPA beside the load (``hpa.jsonl``); the scraper follows its gateways."""
+        spec = self.options.autoscale
+        if spec is None or self.topology is None:
+            return
+
+        def follow(gateways: list[Member]) -> None:
+            others = [t for t in scraper.targets if t.module != "P"]
+            scraper.targets = others + [ScrapeTarget(m.name, m.module, m.metrics_url)
+                                        for m in gateways]
+            say(f"[{time.monotonic() - self.started:5.0f} s] autoscaler: {len(gateways)} "
+                f"gateways ({', '.join(m.name for m in gateways)})")
+
+        elastic = ElasticGateways(self.topology, Autoscaler(spec), self.out / HPA_FILE,
+                                  on_change=follow)
+        tg.start_soon(partial(supervise, "autoscaler", elastic.run, policy=Policy.RESTART))
 
     async def _progress(self, scraper: Scraper) -> None:
         while True:

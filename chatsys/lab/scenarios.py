@@ -2,9 +2,10 @@
 
 ``stress`` (A), ``baseline`` (B), ``hpa`` and ``scaled`` (C) map to ``locustfiles/*.conf``: the
 lab passes the file to Locust with ``--config`` and overrides only what the user asked for, so
-the scenario a lab run plays is the one ``docs/load-testing.md`` documents. Locally there is no
-autoscaler: ``hpa`` runs two gateways (what the HPA would scale out to) with one A and one B;
-``scaled`` runs two A and two B replicas behind one gateway.
+the scenario a lab run plays is the one ``docs/load-testing.md`` documents. ``hpa`` starts two
+gateways (the HPA's minReplicas) on one port with one A and one B, and a local HPA
+(:mod:`chatsys.lab.elastic`) scales them while the load runs; ``scaled`` runs two A and two B
+replicas behind one gateway.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 LOCUSTFILES = Path(__file__).resolve().parents[2] / "locustfiles"
 
@@ -36,6 +38,7 @@ class Scenario:
     b_replicas: int = 1
     shaped: bool = False  # the load shape of stress.py sets users over time
     steps: tuple[int, ...] = field(default=())
+    elastic: bool = False  # the local HPA scales the gateways (unless --hpa-metric off)
 
     def with_overrides(self, *, users: int | None = None, spawn_rate: float | None = None,
                        run_time: float | None = None) -> Scenario:
@@ -97,7 +100,7 @@ def parse_duration(text: str) -> float:
     return float(hours * 3600 + minutes * 60 + seconds)
 
 
-def _from_conf(name: str, seed: str, conf_name: str, **topology: int) -> Scenario:
+def _from_conf(name: str, seed: str, conf_name: str, **topology: Any) -> Scenario:
     conf = LOCUSTFILES / conf_name
     values = read_conf(conf)
     if "stress" in values.get("locustfile", ""):
@@ -121,7 +124,7 @@ def scenario(name: str) -> Scenario:
         "baseline": lambda: _from_conf("baseline", "B: baseline, one replica each",
                                        "baseline.conf"),
         "hpa": lambda: _from_conf("hpa", "C: the baseline with the gateway scaled out (HPA)",
-                                  "scaled.conf", gateways=2),
+                                  "scaled.conf", gateways=2, elastic=True),
         "scaled": lambda: _from_conf("scaled", "C: the baseline with more replicas of A and B",
                                      "scaled.conf", a_replicas=2, b_replicas=2),
     }

@@ -41,21 +41,27 @@ def host_samples() -> list[RawSample]:
 
 
 def process_samples(pid: int) -> list[RawSample]:
-    """CPU seconds and RSS of ``pid`` and its descendants (Locust ``--processes`` workers)."""
+    """CPU seconds and RSS of ``pid`` alone."""
     try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        proc = psutil.Process(pid)
+        times = proc.cpu_times()
+        rss = float(proc.memory_info().rss)
     except psutil.Error:
         return []
-    cpu = rss = 0.0
-    for proc in procs:
-        try:
-            times = proc.cpu_times()
-            cpu += times.user + times.system
-            rss += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return [("process_cpu_seconds_total", {}, cpu), ("process_resident_memory_bytes", {}, rss)]
+    return [("process_cpu_seconds_total", {}, times.user + times.system),
+            ("process_resident_memory_bytes", {}, rss)]
+
+
+def generator_samples(pid: int) -> list[tuple[str, list[RawSample]]]:
+    """(target, samples) for the load generator ``pid`` and each of its descendants (Locust
+    ``--processes`` workers, the native driver's workers): each process on its own, because
+    the rule asks whether one process is at a core, and several half-busy workers are not."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    named = [(LOAD_GENERATOR, pid), *((f"{LOAD_GENERATOR}-{c.pid}", c.pid) for c in children)]
+    return [(name, samples) for name, p in named if (samples := process_samples(p))]
 
 
 class Scraper:
@@ -90,7 +96,8 @@ class Scraper:
         scrapes: list[Scrape] = [Scrape(now, HOST, HOST, host_samples())]
         pid = self.locust_pid()
         if pid is not None:
-            scrapes.append(Scrape(now, LOAD_GENERATOR, LOAD_GENERATOR, process_samples(pid)))
+            scrapes += [Scrape(now, name, LOAD_GENERATOR, samples)
+                        for name, samples in generator_samples(pid)]
 
         async def fetch(target: ScrapeTarget) -> None:
             try:

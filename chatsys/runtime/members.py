@@ -57,6 +57,9 @@ class Member:
     # True while an exit is ours (kill, stop, a restart under way): see Topology.exited_on_its_own.
     expected_exit: bool = False
     replaced: anyio.Event | None = field(default=None, repr=False)  # set by the next spawn
+    # A gateway sharing its port with others (SO_REUSEPORT): its /metrics is read on a port of
+    # its own (--own-metrics-port), since a request to the shared port reaches any of them.
+    shares_port: bool = False
 
     @property
     def port(self) -> int:
@@ -64,7 +67,8 @@ class Member:
 
     @property
     def metrics_port(self) -> int:
-        """Where its ``/metrics`` is (the gateway serves it on its HTTP port; 0: Redis)."""
+        """Where its ``/metrics`` is (a gateway serves it on its HTTP port, unless it shares
+        that port; 0: Redis)."""
         return self.ports.metrics_port or (self.port if self.module == "P" else 0)
 
     @property
@@ -78,15 +82,20 @@ class Member:
     @property
     def metrics_url(self) -> str:
         """Where Prometheus reads it ("" for Redis, which has no ``/metrics``)."""
-        if self.module == "P":
+        if self.module != "P":
+            return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else ""
+        if not self.shares_port:
             return f"http://{self.address}/metrics"
-        return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.metrics_port}/metrics"
 
     def command_line(self) -> list[str]:
         """The command with the ports to ask for (0 until the first start has reported)."""
         flags = ["--port", str(self.port)]
         if self.module in GRPC_MODULES:
             flags += ["--metrics-port", str(self.ports.metrics_port or 0)]
+        if self.shares_port:
+            flags += ["--own-metrics-port", str(self.ports.metrics_port or 0)]
         if self.ready_path is not None:
             flags += ["--ready-file", str(self.ready_path)]
         return [*self.command, *flags]

@@ -43,6 +43,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _port_or_off(text: str) -> int:
+    value = int(text)
+    if not -1 <= value <= 65535:
+        raise ValueError("must be a port number 0-65535, or -1 (off)")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -133,6 +140,10 @@ class Settings:
     metrics_port: int = option(
         _port, PerVerb(_default_metrics_port),
         "Prometheus exposition port (9100 for A, 9101 for B; 0 picks a free one)", GRPC_VERBS)
+    own_metrics_port: int = option(
+        _port_or_off, -1,
+        "also serve /metrics on a port of this process alone, for gateways that share --port "
+        "(0 picks a free one; -1: off)", {"gateway"})
     data_dir: Path = option(Path, Path("chatsys-data"), "where the embedded store and files live",
                             GRPC_VERBS | {"all"})
     store: str = option(

@@ -16,6 +16,14 @@ Redis cannot report a port, so it is offered a random port from below the kernel
 range and started again on another if that one is taken (it exits with "Address already in
 use"); it is ours once its ``INFO`` names the pid we started.
 
+Gateways on one port (``shared_port``): every gateway binds the same port with SO_REUSEPORT (the
+kernel balances new connections across them, like a Service across pods), so gateways can be
+added and removed while clients keep one address (:meth:`Topology.add_gateway`,
+:meth:`Topology.remove_gateway`: the lab's autoscaler). The port is reserved by a socket that
+binds it and never listens, as ``--workers`` does, so it stays ours however many gateways
+serve; each gateway reports a metrics port of its own, since a request to the shared port
+reaches any of them.
+
 Stop order: gateways first (they drain: clients get 1001 and resume elsewhere with ``since``),
 then A and B, then Redis. :meth:`Topology.stop` is shielded from cancellation and ends with
 SIGKILL, so whoever runs it in a ``finally`` (or uses :meth:`Topology.running`) leaves no
@@ -29,6 +37,7 @@ import logging
 import os
 import random
 import signal
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -49,6 +58,7 @@ from chatsys.runtime.members import (
     TopologyError,  # raised here too: callers import it from this module
     redis_command,
 )
+from chatsys.runtime.sockets import shared_port_socket
 
 log = logging.getLogger("chatsys.topology")
 READY_TIMEOUT = 60.0
@@ -88,16 +98,21 @@ class Topology:
     b_flags: Sequence[str] = ()
     gateway_flags: Sequence[str] = ()
     gateway_host: str = "127.0.0.1"
-    gateway_port: int = 0  # only with one gateway: `chatsys all --port`
+    gateway_port: int = 0  # only with one gateway (`chatsys all --port`), or shared_port
+    # Every gateway on one port (SO_REUSEPORT), so that gateways can be added and removed.
+    shared_port: bool = False
     common_flags: Sequence[str] = ("--log-level", "info", "--shutdown-grace", "5")
     log_files: bool = True
     cwd: Path | None = None  # where `python -m chatsys` finds chatsys (bench's TARGET@DIR)
     grace: float = GRACE
     members: list[Member] = field(default_factory=list)
+    _reserved: socket.socket | None = field(default=None, init=False, repr=False)
+    _gateways_started: int = field(default=0, init=False, repr=False)  # names are not reused
 
     @property
     def gateway_urls(self) -> list[str]:
-        return [f"http://{m.address}" for m in self.members_of("P")]
+        """Where clients connect: one URL per gateway, or the one shared port."""
+        return list(dict.fromkeys(f"http://{m.address}" for m in self.members_of("P")))
 
     def members_of(self, module: str) -> list[Member]:
         return [m for m in self.members if m.module == module]
@@ -132,7 +147,7 @@ class Topology:
         """Redis (if any), A and B; return once each has reported its ports."""
         if min(self.gateways, self.a_replicas, self.b_replicas) < 1:
             raise TopologyError("--gateways, --a-replicas and --b-replicas must be at least 1")
-        if self.gateway_port and self.gateways > 1:
+        if self.gateway_port and self.gateways > 1 and not self.shared_port:
             raise TopologyError("a fixed gateway port needs exactly one gateway")
         data = self.data_dir or self.out / "data"
         for directory in (self.out / "ready", self.out / "logs", data):
@@ -153,19 +168,64 @@ class Topology:
     async def start_gateways(self, routes: Sequence[Route] = ()) -> None:
         """The gateways, routed by ``routes`` (one per gateway; default: every A and B);
         return once each one's ``/readyz`` answers 200."""
-        every = Route([m.address for m in self.members_of("A")],
-                      [m.address for m in self.members_of("B")])
-        routes = routes or [every] * self.gateways
-        wildcard = self.gateway_host in ("0.0.0.0", "::", "")
-        for i, route in enumerate(routes):
-            a_list, b_list = ",".join(route.a), ",".join(route.b)
-            member = self._member(f"P-{i}", "P", [
-                *PYTHON, "gateway", *self._common(), *self.gateway_flags,
-                "--host", self.gateway_host, "--users-addr", a_list, "--chat-addr", a_list,
-                "--files-addr", b_list], host="127.0.0.1" if wildcard else self.gateway_host)
-            member.ports = ready.Ports(self.gateway_port)
-            await self._spawn(member)
+        if self.shared_port and self._reserved is None:
+            # Bound beside the gateways, never listening: it takes no connection, yet no
+            # other program can take the port while gateways come and go.
+            self._reserved = shared_port_socket(self.gateway_host, self.gateway_port)
+            self.gateway_port = int(self._reserved.getsockname()[1])
+        for route in routes or [self._every_route()] * self.gateways:
+            await self._spawn(self._gateway(route))
         await self._wait_serving(self.members_of("P"))
+
+    async def add_gateway(self, within: float = READY_TIMEOUT) -> Member:
+        """One more gateway on the shared port, routed to every A and B; returns once it
+        serves. On a failure it is stopped and forgotten, and TopologyError says why."""
+        if self._reserved is None:
+            raise TopologyError("gateways are added on a shared port: start with shared_port")
+        member = self._gateway(self._every_route())
+        await self._spawn(member)
+        try:
+            await self._wait_serving([member], within, watched=[member])
+        except BaseException:  # a cancellation too: a gateway half started is not kept
+            with anyio.CancelScope(shield=True):
+                await self.kill(member)
+            self._forget(member)
+            raise
+        return member
+
+    async def remove_gateway(self, member: Member | None = None) -> tuple[Member, int]:
+        """Stop one gateway of the shared port (default: the newest, as a ReplicaSet scaling
+        down removes the most recently started pod first): it drains, so its clients get 1001
+        and reconnect to the port, where the others take them. The member and its exit code."""
+        gateways = self.members_of("P")
+        if len(gateways) < 2:
+            raise TopologyError("the last gateway is not removed: the port would go dark")
+        member = member or gateways[-1]
+        code = await self.stop_member(member)
+        self._forget(member)
+        return member, code
+
+    def _every_route(self) -> Route:
+        return Route([m.address for m in self.members_of("A")],
+                     [m.address for m in self.members_of("B")])
+
+    def _gateway(self, route: Route) -> Member:
+        """The next gateway member (not started), on the shared port or on a port of its own."""
+        wildcard = self.gateway_host in ("0.0.0.0", "::", "")
+        a_list, b_list = ",".join(route.a), ",".join(route.b)
+        member = self._member(f"P-{self._gateways_started}", "P", [
+            *PYTHON, "gateway", *self._common(), *self.gateway_flags,
+            "--host", self.gateway_host, "--users-addr", a_list, "--chat-addr", a_list,
+            "--files-addr", b_list], host="127.0.0.1" if wildcard else self.gateway_host,
+            shares_port=self.shared_port)
+        member.ports = ready.Ports(self.gateway_port)
+        self._gateways_started += 1
+        return member
+
+    def _forget(self, member: Member) -> None:
+        """No longer ours to watch or stop (a removed gateway: its exit is not a death)."""
+        self.members.remove(member)
+        self._write_pids()
 
     def _common(self) -> list[str]:
         return ["--drain-timeout", "0", *self.common_flags]
@@ -188,9 +248,12 @@ class Topology:
             replaced.set()
         if member not in self.members:
             self.members.append(member)
+        self._write_pids()
+        log.info("started %s (pid %d)", member.name, member.proc.pid)
+
+    def _write_pids(self) -> None:
         (self.out / "pids.json").write_text(json.dumps(
             {m.name: m.proc.pid for m in self.members if m.proc}))
-        log.info("started %s (pid %d)", member.name, member.proc.pid)
 
     def _failure(self, member: Member, why: str) -> TopologyError:
         hint = ""
@@ -322,4 +385,7 @@ class Topology:
                     for member in self.members:
                         if member.module in modules and member.proc is not None:
                             tg.start_soon(stop_one, member)
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
         return codes

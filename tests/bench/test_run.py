@@ -65,6 +65,14 @@ def test_quick_run_prints_figures_as_json(tmp_path: Path) -> None:
     assert verdict["connect_knee_ge_0.5x_asgi_granian"] is None
     assert verdict["knee_ge_0.9x_asgi_granian"] is None
     assert result["ratios_asgi_granian"]["chatsys-granian"]["connect_knee"] is None
+    # where a chatsys join goes: the gateway's own stage timings and CPU per join, in the
+    # connect phase; the session call (at A) is one of the stages every join has
+    chatsys = result["median"]["chatsys-granian"]
+    assert chatsys["gateway_ms.connect"] > 0 and chatsys["gateway_ms.session"] > 0
+    assert chatsys["gateway_ms.history"] is None  # no join resumed with since
+    assert chatsys["server_cpu_us_per_join"] >= 0 and chatsys["a_cpu_us_per_join"] >= 0
+    assert "a_cpu_us_per_join" in result["median"]["websockets"]  # None: no A
+    assert any(line.startswith("join chatsys-granian: client ") for line in lines)
 
 
 def test_every_bare_reference_chats_with_full_delivery(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from chatsys.gateway.auth import Authenticator
 from chatsys.gateway.clients.caller import Caller
 from chatsys.gateway.clients.users import UsersClient
 from chatsys.runtime.grpc_clients import ChannelPool, parse_target
-from chatsys.stubs.chatsys.users.v1 import Session
+from chatsys.stubs.chatsys.users.v1.users_pb2 import Session
 from chatsys.tokens import TokenSigner
 from tests.support import unused_port
 

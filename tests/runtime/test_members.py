@@ -25,3 +25,13 @@ def test_a_gateway_serves_metrics_on_its_port_and_redis_has_none() -> None:
     redis = Member("redis", "redis", ["redis-server"], ports=Ports(20001))
     assert redis.command_line() == ["redis-server", "--port", "20001"]
     assert (redis.metrics_port, redis.metrics_url) == (0, "")
+
+
+def test_a_gateway_sharing_its_port_serves_metrics_on_one_of_its_own() -> None:
+    gateway = Member("P-2", "P", ["chatsys", "gateway"], ports=Ports(8080), shares_port=True)
+    assert gateway.command_line() == ["chatsys", "gateway", "--port", "8080",
+                                      "--own-metrics-port", "0"]
+    gateway.ports = Ports(8080, 41000)  # what its ready file reported
+    assert gateway.command_line()[-2:] == ["--own-metrics-port", "41000"]
+    assert (gateway.address, gateway.metrics_url) == ("127.0.0.1:8080",
+                                                      "http://127.0.0.1:41000/metrics")

@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from chatsys.runtime.topology import Member, Topology, TopologyError
-from tests.chat_client import wait_status
+from tests.chat_client import ChatClient, wait_status
 from tests.gateway_support import SERVERS
 from tests.runtime.in_process import round_trip
 
@@ -92,3 +93,64 @@ async def test_members_restart_on_their_ports_and_only_other_exits_are_reported(
     finally:
         codes = await topology.stop()
     assert codes == dict.fromkeys(["P-0", "A-0", "B-0", "redis"], 0)
+
+
+async def _connections(url: str) -> float:
+    """``chatsys_ws_connections`` of the gateway whose own ``/metrics`` is ``url``."""
+    from chatsys.lab.samples import parse_exposition
+
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(url)).text
+    return sum(v for name, _labels, v in parse_exposition(text)
+               if name == "chatsys_ws_connections")
+
+
+@pytest.mark.anyio
+async def test_gateways_added_and_removed_on_one_port_hand_their_clients_over(
+        tmp_path: Path) -> None:
+    topology = Topology(tmp_path, gateways=1, shared_port=True)
+    try:
+        with anyio.fail_after(120):
+            await topology.start()
+            [url] = topology.gateway_urls
+            port = int(url.rsplit(":", 1)[1])
+            alice = await ChatClient.connect(port, "alice", "lobby")  # on P-0, the only one
+            added = await topology.add_gateway()
+            assert added.name == "P-1" and added.port == port
+            assert topology.gateway_urls == [url]
+            assert added.metrics_url != topology.member("P-0").metrics_url
+            # The kernel spreads connections over both listeners; connect until one is P-1's.
+            bob, on_added = None, 0.0
+            while not on_added:
+                bob = await ChatClient.connect(port, "bob", "lobby")
+                on_added = await _connections(added.metrics_url)
+                if not on_added:
+                    await bob.close()
+            assert bob is not None
+            acked = []
+            for i in range(3):
+                ref = await alice.send_text(f"before {i}")
+                acked.append((await alice.ack_or_error(ref))["id"])
+            resume_from = (await bob.messages(3))[-1]["id"]
+
+            removed, code = await topology.remove_gateway()
+            assert removed is added and code == 0
+            await bob.ws.wait_closed()
+            assert bob.ws.close_code == 1001  # going away: reconnect with since
+            for i in range(3):  # sent while bob is away
+                ref = await alice.send_text(f"away {i}")
+                acked.append((await alice.ack_or_error(ref))["id"])
+            bob = await ChatClient.connect(port, "bob", "lobby", since=resume_from)
+            assert [m["id"] for m in bob.welcome["history"]] == acked[3:]  # no gap, no repeat
+            ref = await alice.send_text("after")
+            live = await bob.wait_for(lambda f: f["type"] == "message")
+            assert live["id"] == (await alice.ack_or_error(ref))["id"]
+            assert [m.name for m in topology.members_of("P")] == ["P-0"]
+            assert topology.exited() == {}  # a removed gateway is no death
+            with pytest.raises(TopologyError, match="last gateway"):
+                await topology.remove_gateway()
+            await bob.close()
+            await alice.close()
+    finally:
+        codes = await topology.stop()
+    assert codes == dict.fromkeys(["P-0", "A-0", "B-0"], 0)

@@ -23,7 +23,7 @@ from chatsys.gateway.clients.caller import WIRE_ERRORS, Caller, Retry, did_no_wo
 from chatsys.gateway.clients.coalescing import Coalescer
 from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
 from chatsys.stubs.chatsys.files.v1 import FileInfo
-from chatsys.stubs.chatsys.users.v1 import Session
+from chatsys.stubs.chatsys.users.v1.users_pb2 import Session
 
 Outcome = pb.Stored | ChatError
 Published = None | ChatError

@@ -1,4 +1,5 @@
-"""UserService as the gateway calls it: sessions, and tokens A must check itself.
+"""UserService as the gateway calls it, on upb messages (:mod:`chatsys.users.wire`): sessions,
+and tokens A must check itself.
 
 Creating and ending sessions go through
 :class:`~chatsys.gateway.clients.coalescing.Coalescer` queues: a join (or leave) storm's
@@ -17,19 +18,11 @@ from chatsys.errors import ChatError, Internal, from_grpc, from_status
 from chatsys.gateway import metrics as m
 from chatsys.gateway.clients.caller import Caller, Retry
 from chatsys.gateway.clients.coalescing import Coalescer
-from chatsys.stubs.chatsys.users.v1 import (
-    AuthenticateRequest,
-    CreateSessionOutcome,
-    CreateSessionRequest,
-    CreateSessionResponse,
-    CreateSessionsRequest,
-    EndSessionRequest,
-    EndSessionsRequest,
-    Session,
-    UserServiceStub,
-)
+from chatsys.stubs.chatsys.users.v1 import users_pb2 as pb
+from chatsys.users import wire
 
-Created = CreateSessionResponse | ChatError
+Session = pb.Session
+Created = pb.CreateSessionResponse | ChatError
 
 
 class UsersClient:
@@ -43,21 +36,19 @@ class UsersClient:
 
     async def create_session(self, user: str, room: str) -> tuple[Session, str]:
         """A new session and its token."""
-        reply = await self.creates.call(CreateSessionRequest(user=user, room=room))
-        assert reply.session is not None
+        reply = await self.creates.call(pb.CreateSessionRequest(user=user, room=room))
         return reply.session, reply.token
 
     async def authenticate(self, token: str) -> Session:
-        request = AuthenticateRequest(token=token)
-        reply = await self.caller.call("Authenticate", lambda ch, t: UserServiceStub(
-            ch).authenticate(request, timeout=t), retry=Retry.BROKEN)
-        assert reply.session is not None
+        request = pb.AuthenticateRequest(token=token)
+        reply = await self.caller.call("Authenticate", lambda ch, t: wire.AUTHENTICATE.call(
+            ch, request, seconds=t), retry=Retry.BROKEN)
         return reply.session
 
     async def end_session(self, session_id: str) -> None:
         await self.ends.call(session_id)
 
-    async def _create_sessions(self, requests: list[CreateSessionRequest]) -> list[Created]:
+    async def _create_sessions(self, requests: list[pb.CreateSessionRequest]) -> list[Created]:
         """A write: retried only if A surely did nothing."""
         return await self.caller.call("CreateSessions", lambda ch, t: _create_sessions_on(
             ch, requests, t), retry=Retry.UNSENT)
@@ -69,13 +60,12 @@ class UsersClient:
         return [None] * len(session_ids)
 
 
-async def _create_sessions_on(channel: Channel, requests: list[CreateSessionRequest],
+async def _create_sessions_on(channel: Channel, requests: list[pb.CreateSessionRequest],
                               seconds: float) -> list[Created]:
     """``CreateSessions``, or one ``CreateSession`` each on an A from before it."""
-    stub = UserServiceStub(channel)
     try:
-        reply = await stub.create_sessions(CreateSessionsRequest(requests=requests),
-                                           timeout=seconds)
+        reply = await wire.CREATE_SESSIONS.call(
+            channel, pb.CreateSessionsRequest(requests=requests), seconds=seconds)
     except GRPCError as exc:
         if exc.status is not Status.UNIMPLEMENTED:
             raise
@@ -85,16 +75,18 @@ async def _create_sessions_on(channel: Channel, requests: list[CreateSessionRequ
     outcomes: list[Created] = []
     for request in requests:  # an unused session is harmless: it expires with its TTL
         try:
-            outcomes.append(await stub.create_session(request, timeout=_left(deadline)))
+            outcomes.append(await wire.CREATE_SESSION.call(channel, request,
+                                                           seconds=_left(deadline)))
         except GRPCError as exc:
             outcomes.append(from_grpc(exc))
     return outcomes
 
 
-def _created(outcome: CreateSessionOutcome) -> Created:
-    if outcome.created is not None:
+def _created(outcome: pb.CreateSessionOutcome) -> Created:
+    kind = outcome.WhichOneof("outcome")
+    if kind == "created":
         return outcome.created
-    if outcome.failure is not None:
+    if kind == "failure":
         return from_status(outcome.failure.status, outcome.failure.detail)
     return Internal("an empty outcome")
 
@@ -105,13 +97,13 @@ def _left(deadline: float) -> float:
 
 async def _end_sessions_on(channel: Channel, session_ids: list[str], seconds: float) -> None:
     """``EndSessions``, or one ``EndSession`` each on an A from before it."""
-    stub = UserServiceStub(channel)
     try:
-        await stub.end_sessions(EndSessionsRequest(session_ids=session_ids), timeout=seconds)
+        await wire.END_SESSIONS.call(channel, pb.EndSessionsRequest(session_ids=session_ids),
+                                     seconds=seconds)
     except GRPCError as exc:
         if exc.status is not Status.UNIMPLEMENTED:
             raise
         deadline = anyio.current_time() + seconds
         for session_id in session_ids:
-            await stub.end_session(EndSessionRequest(session_id=session_id),
-                                   timeout=_left(deadline))
+            await wire.END_SESSION.call(channel, pb.EndSessionRequest(session_id=session_id),
+                                        seconds=_left(deadline))

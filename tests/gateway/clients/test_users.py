@@ -1,6 +1,7 @@
 """A gateway talking to an A from before ``CreateSessions``/``EndSessions`` (a rolling upgrade
 that reaches the gateways first) still creates and ends every session: one call each, over
-real gRPC to a real grpclib server that only knows the single-session methods."""
+real gRPC to a real grpclib server that only knows the single-session methods. The old A is
+betterproto2's servicer, the gateway speaks upb messages: the wire format is all they share."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from chatsys.stubs.chatsys.users.v1 import (
     Session,
     UserServiceBase,
 )
+from chatsys.stubs.chatsys.users.v1 import users_pb2 as pb
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +75,7 @@ async def test_sessions_fall_back_to_one_call_each_on_an_old_a(
         old_a: tuple[OldUserService, UsersClient]) -> None:
     service, users = old_a
     outcomes = await users._create_sessions([
-        CreateSessionRequest(user=user, room="r") for user in ("ana", "", "bo")])
+        pb.CreateSessionRequest(user=user, room="r") for user in ("ana", "", "bo")])
     assert service.sessions == ["ana", "bo"]
     ana, failed, bo = outcomes
     assert isinstance(failed, BadRequest) and failed.message == "user is required"
