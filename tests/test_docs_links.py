@@ -51,3 +51,13 @@ def test_a_link_out_of_the_repository_is_caught(tmp_path: Path) -> None:
     outside = tmp_path / "page.md"
     outside.write_text("[x](../shared/DESIGN.md) [y](#nowhere)\n# Somewhere\n", encoding="utf-8")
     assert len(_broken(outside)) == 2
+
+
+def test_no_merge_conflict_is_left_in_the_tree() -> None:
+    """A merge committed with its conflict markers once shipped a page that read as two."""
+    marker = re.compile(r"^(<{7}|>{7}) ", re.MULTILINE)
+    left = [str(path.relative_to(ROOT)) for pattern in ("*.md", "*.py", "*.toml", "*.yaml")
+            for path in ROOT.rglob(pattern)
+            if not {".venv", ".git", "runs", "node_modules"} & set(path.relative_to(ROOT).parts)
+            and marker.search(path.read_text(encoding="utf-8", errors="replace"))]
+    assert not left
