@@ -593,8 +593,9 @@ def verdict(medians: dict[str, dict[str, Any]], rat: dict[str, dict[str, float |
     """docs/contract.md's targets, for chatsys rows (meaningful at the default parameters
     only): ``rat_target`` holds the ratios to ``asgi-granian``, ``rat`` to ``websockets``
     (the moonshot). None = not decided by this run: the reference did not run, a knee search
-    was off, or a connect knee too low to pass was bound by the load generator (the server's
-    may be higher), or the reference's was (its ratio's denominator is then a lower bound)."""
+    was off, or a bound by the load generator leaves it open. A chatsys connect knee the
+    generator bound is a lower bound (a pass stands, a fail is open); a reference's is too,
+    which makes the ratio an upper bound (a fail stands, a pass is open)."""
     out: dict[str, dict[str, bool | None]] = {}
     ref_bound = (medians.get(TARGET_REFERENCE) or {}).get("connect_knee_generator_rounds")
     for target, m in medians.items():
@@ -603,7 +604,8 @@ def verdict(medians: dict[str, dict[str, Any]], rat: dict[str, dict[str, float |
         p99 = m.get("connect_p99_ms")
         mean = rat_target[target]["connect_mean"]
         cknee = _at_least(rat_target[target]["connect_knee"], 0.5)
-        if ref_bound or (cknee is False and m.get("connect_knee_generator_rounds")):
+        if (cknee is True and ref_bound) or (cknee is False
+                                             and m.get("connect_knee_generator_rounds")):
             cknee = None
         out[target] = {
             "connect_mean_le_2x_asgi_granian": None if mean is None else mean <= 2,

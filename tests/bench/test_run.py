@@ -114,3 +114,28 @@ def test_codec_benchmark_compares_the_same_bytes_and_prints_json() -> None:
     assert len(result["ops"]) == 3
     for row in result["ops"].values():
         assert row["betterproto2_us"] > 0 and row["upb_us"] > 0 and row["ratio"] > 0
+
+
+@pytest.mark.parametrize(("chatsys_knee", "chatsys_bound", "ref_bound", "expected"), [
+    (600, 0, 0, False), (3000, 0, 0, True),
+    (600, 0, 1, False),  # the reference's knee is a lower bound: a fail only gets worse
+    (3000, 0, 1, None),  # ... and a pass may not be one
+    (600, 1, 0, None),  # chatsys's knee is a lower bound: a fail may not be one
+    (3000, 1, 0, True),  # ... and a pass only gets better
+])
+def test_a_connect_knee_bound_by_the_generator_decides_only_what_it_can(
+        chatsys_knee: float, chatsys_bound: int, ref_bound: int, expected: bool | None) -> None:
+    from bench.run import ratios, verdict
+
+    medians = {
+        "websockets": {"knee_per_s": 5000, "connect_knee_per_s": 2400,
+                       "connect_mean_ms": 1.0, "connect_knee_generator_rounds": 0},
+        "asgi-granian": {"knee_per_s": 3000, "connect_knee_per_s": 5600,
+                         "connect_mean_ms": 1.1, "connect_knee_generator_rounds": ref_bound},
+        "chatsys-granian": {"knee_per_s": 2500, "connect_knee_per_s": chatsys_knee,
+                            "connect_mean_ms": 2.7, "connect_p99_ms": 11.0,
+                            "connect_failures": 0,
+                            "connect_knee_generator_rounds": chatsys_bound},
+    }
+    decided = verdict(medians, ratios(medians), ratios(medians, "asgi-granian"))
+    assert decided["chatsys-granian"]["connect_knee_ge_0.5x_asgi_granian"] is expected
