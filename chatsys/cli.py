@@ -16,7 +16,8 @@ VERBS = {
     "chat": "A: ChatService (room history and fan-out); combine with 'users'",
     "files": "B: FileService (durable uploads)",
     "all": "P, A and B as separate processes on this machine",
-    "lab": "the performance lab, an extra: 'lab run SCENARIO --out DIR', 'lab report DIR...'",
+    "lab": "the performance lab, an extra: 'lab run SCENARIO --out DIR', 'lab report DIR...', "
+           "'lab study --out DIR', 'lab plan RUN... --users N'",
 }
 LAB_HINT = "pip install 'chatsys[lab]'"
 USAGE = "chatsys {gateway | users [chat] | chat | files [...] | all | lab} [flags]"
