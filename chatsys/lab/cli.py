@@ -278,10 +278,7 @@ def _plan(args: argparse.Namespace) -> int:
         return 2
     checked = None
     if args.validate:
-        stepped = analysis.load(args.validate, rule)
-        others = [(w.end, w.others) for w in costs.windows(stepped, args.window)
-                  if w.others is not None]
-        checked = validate(model, stepped, others, rule)
+        checked = validate(model, analysis.load(args.validate, rule), rule, args.window)
     text = plan_report.render(model, runs, result, checked)
     print(text, end="", flush=True)
     if args.out:

@@ -17,6 +17,17 @@ least squares (an exact search over the sets of non-zero coefficients: there are
 memory likewise against replicas and connected users. A module is only charged for what it
 does: B sees uploads only, A no per-member fan-out (it publishes once per room) and no idle user.
 
+Every window of a run is fitted, saturated ones included: the rates are what the servers
+*completed* in the window, so a window in which processes waited for cores still relates the
+CPU they used to the work they did. Keeping only the windows before the first saturation left
+a run like B (the machine saturated 26 s in, while users were still joining at a constant rate)
+with a few ramp windows in which joins never varied: their cost fell into the others, and the
+gateway's cost per text came out half as high again as its steady windows show.
+
+The load generator is fitted apart, once per driver (``--driver locust|native``): it is not part
+of the system, and the drivers differ about threefold in CPU per user, so a machine's saturation
+point depends on which one drove the run.
+
 A steady run moves texts, uploads, deliveries and users together, so one run cannot say which of
 them costs what. Before fitting, an operation whose window series is (nearly) proportional to an
 earlier one is *merged* into it: the earlier one's cost then includes the merged one at the ratio
@@ -27,7 +38,6 @@ the run's mix and room size stay right; at another mix or room size they need ru
 from __future__ import annotations
 
 import itertools
-import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +57,7 @@ NOUNS = {**{op: op for op in OPERATIONS}, "users": "connected user·s"}
 CHARGED = {"P": OPERATIONS, "A": ("connects", "texts", "uploads"), "B": ("uploads",),
            LOAD_GENERATOR: OPERATIONS}
 FITTED = (*MODULES, LOAD_GENERATOR)
+DEFAULT_DRIVER = "locust"  # runs recorded before the lab had a driver option used Locust
 COLLINEAR = 0.95  # |correlation| of two window series above which their costs are not separable
 WINDOW = 5.0
 
@@ -62,6 +73,7 @@ class Window:
     rss: dict[str, float]  # module -> bytes, summed over its replicas
     replicas: dict[str, int]
     others: float | None  # cores the machine spent on processes outside the run
+    driver: str = DEFAULT_DRIVER  # the load generator that drove the run
 
 
 def _delta(points: Sequence[tuple[float, float]], t0: float, t1: float) -> float | None:
@@ -147,8 +159,13 @@ def windows(data: RunData, width: float = WINDOW) -> list[Window]:
         busy = next((p for _, p in data.samples.find("host_cpu_busy_seconds_total")), [])
         host = _delta(busy, t0, t1)
         others = None if host is None else max(0.0, host / width - sum(cpu.values()))
-        out.append(Window(t0, t1, _rates(data, t0, t1), cpu, rss, replicas, others))
+        out.append(Window(t0, t1, _rates(data, t0, t1), cpu, rss, replicas, others,
+                          driver_of(data)))
     return out
+
+
+def driver_of(data: RunData) -> str:
+    return str(data.meta.get("driver") or DEFAULT_DRIVER)
 
 
 @dataclass(frozen=True)
@@ -199,6 +216,9 @@ class CostModel:
     windows: list[Window]
     width: float
     others: float  # median cores used by processes outside the run(s)
+    # The load generator's costs per driver (``locust``, ``native``): not the system's, but it
+    # shares the machine in every run here.
+    generators: dict[str, ModuleCosts] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def per_user_rates(self) -> dict[str, float]:
@@ -306,26 +326,24 @@ def fit_module(module: str, rows: Sequence[Window],
                        float(mem[0]), float(mem[1]), mem_r2)
 
 
-def unsaturated(data: RunData, width: float = WINDOW) -> list[Window]:
-    """The run's windows up to its first saturation event (any kind, see the rule).
-
-    Past that point processes queue and wait for cores: CPU stops growing with the load, and a
-    linear cost fitted through it would be too low.
-    """
-    events = data.verdict.events
-    until = data.t0 + events[0].at if events else math.inf
-    return [w for w in windows(data, width) if w.end <= until]
-
-
-def fit(runs: Sequence[RunData], width: float = WINDOW) -> CostModel:
-    """Every module's costs, from the unsaturated windows of all ``runs`` together."""
-    rows = [w for data in runs for w in unsaturated(data, width)]
-    modules = {m: c for m in FITTED if (c := fit_module(m, rows)) is not None}
+def fit(runs: Sequence[RunData], width: float = WINDOW,
+        generator_runs: Sequence[RunData] = ()) -> CostModel:
+    """P, A and B's costs from every window of ``runs``; the load generator's, per driver, from
+    those and ``generator_runs`` (runs that only say what a driver costs: a prediction from B,
+    driven by Locust, of a run driven by the native driver takes that driver's cost from its
+    other runs)."""
+    rows = [w for data in runs for w in windows(data, width)]
+    modules = {m: c for m in MODULES if (c := fit_module(m, rows)) is not None}
+    driven = rows + [w for data in generator_runs for w in windows(data, width)]
+    generators = {d: c for d in sorted({w.driver for w in driven})
+                  if (c := fit_module(LOAD_GENERATOR, [w for w in driven if w.driver == d]))
+                  is not None}
     others = [w.others for w in rows if w.others is not None]
     notes = []
     if len(rows) < 8:
         notes.append(f"only {len(rows)} windows of {width:g} s: costs are rough")
-    return CostModel(modules, rows, width, statistics.median(others) if others else 0.0, notes)
+    return CostModel(modules, rows, width, statistics.median(others) if others else 0.0,
+                     generators, notes)
 
 
 def cores_at(costs: ModuleCosts, rates: Mapping[str, float], replicas: int = 1) -> float:

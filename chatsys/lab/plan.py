@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 
 from chatsys.lab.analysis import RunData
 from chatsys.lab.bottleneck import Rule
-from chatsys.lab.costs import OPERATIONS, CostModel, ModuleCosts, scaled_rates
+from chatsys.lab.costs import (
+    OPERATIONS,
+    WINDOW,
+    CostModel,
+    ModuleCosts,
+    driver_of,
+    fit_module,
+    scaled_rates,
+    windows,
+)
 from chatsys.lab.samples import LOAD_GENERATOR, MODULES
 
 # The Locust ChatUser's defaults (locustfiles/chat.py: @task weights, --chat-room-size,
@@ -94,10 +103,11 @@ class Plan:
 
 
 def users_at_limit(costs: ModuleCosts, per_user: Mapping[str, float], replicas: int,
-                   cores_each: float) -> float:
-    """Users at which ``replicas`` pods of ``cores_each`` cores are all busy (inf: never)."""
+                   cores_each: float, join_rate: float = 0.0) -> float:
+    """Users at which ``replicas`` pods of ``cores_each`` cores are all busy (inf: never), while
+    ``join_rate`` users a second join them."""
     per = costs.per_user({**per_user, "connects": 0.0})
-    room = replicas * (cores_each - costs.idle)
+    room = replicas * (cores_each - costs.idle) - costs.cpu.get("connects", 0.0) * join_rate
     if room <= 0:
         return 0.0
     return room / per if per > 0 else math.inf
@@ -215,27 +225,30 @@ class Saturation:
 
 
 def box_saturation(model: CostModel, per_user: Mapping[str, float], cores: int,
-                   rule: Rule | None = None, others: float | None = None) -> Saturation:
-    """Where one process of each module (Locust included) shares ``cores`` with neighbours
-    using ``others`` cores: the users at which the lab's rule would first fire."""
+                   rule: Rule | None = None, others: float | None = None, *,
+                   generator: ModuleCosts | None = None, join_rate: float = 0.0) -> Saturation:
+    """Where one process of each module and the load generator (``generator``: none when the
+    machine's load comes from elsewhere) share ``cores`` with neighbours using ``others``
+    cores, while ``join_rate`` users a second join: the users at which the lab's rule would
+    first fire."""
     rule = rule or Rule()
     others = model.others if others is None else others
-    steady = {**per_user, "connects": 0.0}
-    fitted = list(model.modules.values())
+    fitted = [*(model.modules[m] for m in MODULES if m in model.modules),
+              *([generator] if generator is not None else [])]
     best = Saturation(math.inf, "", "cpu")
     for costs in fitted:
-        users = users_at_limit(costs, steady, 1, rule.cpu_threshold)
+        users = users_at_limit(costs, per_user, 1, rule.cpu_threshold, join_rate)
         if users < best.users:
             best = Saturation(users, costs.module, "cpu")
     if cores > 0:
-        idle = sum(c.idle for c in fitted)
-        slope = sum(c.per_user(steady) for c in fitted)
+        fixed = sum(c.idle + c.cpu.get("connects", 0.0) * join_rate for c in fitted)
+        slope = sum(c.per_user({**per_user, "connects": 0.0}) for c in fitted)
         # The rule counts the machine as saturated only while this run's processes use at
         # least half of the busy cores, i.e. at least as much as the neighbours.
         ours = max(rule.machine_threshold * cores - others, others)
-        users = (ours - idle) / slope if slope > 0 else math.inf
+        users = (ours - fixed) / slope if slope > 0 else math.inf
         if users < best.users:
-            at = scaled_rates(steady, max(users, 0.0))
+            at = scaled_rates(per_user, max(users, 0.0), join_rate)
             largest = max(fitted, key=lambda c: c.idle + c.per_user(at))
             best = Saturation(max(users, 0.0), largest.module, "machine")
     return best
@@ -250,6 +263,9 @@ class Validation:
     actual_kind: str | None
     actual_step: int | None
     error: float | None  # (predicted - actual) / actual
+    driver: str  # the stepped run's load generator
+    generator_from: str  # where its cost came from
+    join_rate: float  # users a second joining while the stepped run climbed
     others_predictor: float
     others_actual: float | None  # neighbours' cores in the stepped run before it saturated
     with_actual_others: Saturation | None  # the prediction had the neighbours been known
@@ -260,18 +276,32 @@ def _step_of(steps: Sequence[int], users: float) -> int | None:
     return next((s for s in sorted(steps) if s >= users - 1e-9), None)
 
 
-def validate(model: CostModel, stepped: RunData, windows_others: Sequence[tuple[float, float]],
-             rule: Rule | None = None) -> Validation:
+def validate(model: CostModel, stepped: RunData, rule: Rule | None = None,
+             width: float = WINDOW, steps: Sequence[int] | None = None) -> Validation:
     """The prediction of ``model`` (from other runs) against where ``stepped`` saturated.
 
-    ``windows_others`` is the stepped run's (window end, neighbours' cores), used only to show
-    how much of the error the neighbours explain.
+    The stepped run climbs while users join at its spawn rate, so the prediction charges those
+    joins. Its load generator is taken from the model's runs of the same driver; failing any,
+    from the stepped run itself (it is not the system under test, only a neighbour whose size
+    depends on the driver). The neighbours the stepped run measured before saturating give a
+    second prediction, to show how much of the error they explain.
     """
     rule = rule or Rule()
     per_user = model.per_user_rates()
     cores = stepped.cores or 0
-    predicted = box_saturation(model, per_user, cores, rule)
-    steps = [int(s) for s in stepped.meta.get("steps") or []]
+    driver = driver_of(stepped)
+    own = windows(stepped, width)
+    generator = model.generators.get(driver)
+    generator_from = f"the fitted runs driven by {driver}"
+    if generator is None:
+        generator = fit_module(LOAD_GENERATOR, own)
+        generator_from = (f"the stepped run itself (no fitted run was driven by {driver})"
+                          if generator is not None else "nowhere: left out")
+    join_rate = float(stepped.meta.get("spawn_rate") or 0.0)
+    predicted = box_saturation(model, per_user, cores, rule, generator=generator,
+                               join_rate=join_rate)
+    if steps is None:  # a study's step runs each hold one step: it passes the climb's steps
+        steps = [int(s) for s in stepped.meta.get("steps") or []]
     # The model predicts CPU, so it is judged against the rule's first CPU or machine event
     # (a latency event can come first: the report names it, :attr:`Validation.verdict` too).
     event = next((e for e in stepped.verdict.events if e.kind in ("cpu", "machine")), None)
@@ -280,19 +310,19 @@ def validate(model: CostModel, stepped: RunData, windows_others: Sequence[tuple[
         actual = float(stepped.users_at(stepped.t0 + event.at))
         module, kind = event.module, event.kind
     until = stepped.t0 + (event.at if event is not None else math.inf)
-    before = [o for t, o in windows_others if t <= until]
-    others_actual = sorted(before)[len(before) // 2] if before else None
-    again = (box_saturation(model, per_user, cores, rule, others_actual)
+    before = sorted(w.others for w in own if w.others is not None and w.end <= until)
+    others_actual = before[len(before) // 2] if before else None
+    again = (box_saturation(model, per_user, cores, rule, others_actual, generator=generator,
+                            join_rate=join_rate)
              if others_actual is not None else None)
     error = ((predicted.users - actual) / actual if actual and math.isfinite(predicted.users)
              else None)
     return Validation(predicted, _step_of(steps, predicted.users), actual, module, kind,
-                      None if actual is None else _step_of(steps, actual), error, model.others,
-                      others_actual, again, stepped.verdict.summary)
+                      None if actual is None else _step_of(steps, actual), error, driver,
+                      generator_from, join_rate, model.others, others_actual, again,
+                      stepped.verdict.summary)
 
 
-def modules_of(model: CostModel) -> list[str]:
-    return [m for m in (*MODULES, LOAD_GENERATOR) if m in model.modules]
 
 
 __all__ = ["OPERATIONS", "Cluster", "Load", "Plan", "PlanError", "Validation", "box_saturation",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from chatsys.lab.analysis import RunData
 from chatsys.lab.costs import OPERATIONS, UNITS, CostModel
-from chatsys.lab.plan import Plan, Validation, kustomize_snippet, modules_of
+from chatsys.lab.plan import Plan, Validation, kustomize_snippet
 from chatsys.lab.samples import MODULE_NAMES
 
 MS = 1000.0
@@ -27,8 +27,9 @@ def costs_table(model: CostModel) -> list[str]:
              "MiB per replica | KiB per connected user | memory R² |",
              "|---|---:|" + "---:|" * len(OPERATIONS) + "---:|---:|---:|---:|---:|"]
     notes: list[str] = []
-    for module in modules_of(model):
-        c = model.modules[module]
+    rows = [*((m, c) for m, c in model.modules.items()),
+            *((f"load generator ({driver})", c) for driver, c in model.generators.items())]
+    for module, c in rows:
         cells = []
         for op in OPERATIONS:
             how = c.describe(op)
@@ -66,8 +67,10 @@ def plan_table(result: Plan) -> list[str]:
 def validation_lines(v: Validation) -> list[str]:
     p = v.predicted
     lines = [f"- Predicted from the cost model: **{MODULE_NAMES.get(p.module, p.module)}**, "
-             f"{p.kind} saturation at **{_users(p.users)} users** (step {v.predicted_step}); "
-             f"neighbours' CPU as measured in the fitted runs: {v.others_predictor:.2f} cores."]
+             f"{p.kind} saturation at **{_users(p.users)} users** (step {v.predicted_step}), "
+             f"users joining at {v.join_rate:g}/s as the stepped run climbed; neighbours' CPU as "
+             f"measured in the fitted runs: {v.others_predictor:.2f} cores; the load generator "
+             f"({v.driver}) costed from {v.generator_from}."]
     if v.actual_users is None:
         lines.append("- The stepped run had no CPU or machine saturation event: nothing to "
                      "compare with.")
@@ -82,8 +85,7 @@ def validation_lines(v: Validation) -> list[str]:
     if v.with_actual_others is not None and v.others_actual is not None:
         lines.append(f"- With the neighbours' CPU the stepped run itself measured "
                      f"({v.others_actual:.2f} cores) the prediction would have been "
-                     f"{_users(v.with_actual_others.users)} users: on a shared machine the "
-                     "neighbours move the saturation point as much as the model does.")
+                     f"{_users(v.with_actual_others.users)} users.")
     lines.append(f"- The stepped run's own verdict: {v.verdict}")
     return lines
 

@@ -187,30 +187,25 @@ def steps_table(steps: Sequence[Step]) -> list[str]:
 
 def validation_lines(baseline: RunData, steps: Sequence[tuple[int, RunData]],
                      rule: Rule | None) -> list[str]:
-    """``lab plan``'s box model fitted on B alone, against where A's steps saturated."""
-    from chatsys.lab import costs
-    from chatsys.lab.plan import box_saturation
+    """``lab plan``'s model of this machine fitted on B, against the first A step that
+    saturated. B says what the system costs; the A steps below (held, and driven by A's own
+    driver) say only what that load generator costs."""
+    from chatsys.lab import costs, plan_report
+    from chatsys.lab.plan import validate
 
-    model = costs.fit([baseline])
+    target = first_saturated(steps)
+    if target is None:
+        return ["- No A step had a CPU or machine saturation event: nothing to compare."]
+    users, stepped = target
+    held = [data for step, data in steps if step < users]
+    model = costs.fit([baseline], generator_runs=held)
     if not model.windows:
         return []
-    predicted = box_saturation(model, model.per_user_rates(), baseline.cores, rule)
-    pred_step = next((u for u, _ in steps if u >= predicted.users), None)
-    lines = [f"- Predicted from B alone (`lab plan`'s model of this machine): **{predicted.module}"
-             f"**, {predicted.kind} saturation at **{_n(predicted.users, 0)} users**"
-             f" (step {pred_step or 'beyond the last'})."]
-    actual = first_saturated(steps)
-    if actual is None:
-        return [*lines, "- No A step had a CPU or machine saturation event: nothing to compare."]
-    users, module, kind = actual
-    lines.append(f"- Measured: the first A step with a CPU or machine saturation event is "
-                 f"**{users:,} users** ({module}, {kind}).")
-    if math.isfinite(predicted.users):
-        lines.append(f"- Error: {(predicted.users - users) / users:+.0%} of that step's users "
-                     f"({'same' if pred_step == users else 'another'} step; module "
-                     f"{'right' if predicted.module == module else 'wrong'}). The step is where "
-                     "saturation was seen, not where it began: it began above the step before.")
-    return lines
+    checked = validate(model, stepped, rule, steps=[step for step, _ in steps])
+    return [f"The system's costs (P, A, B) from B alone; the load generator's from the runs "
+            f"driven as A's step {users:,} was. The measured point is the users connected when "
+            "the rule first saw the CPU or machine saturate, inside that step's climb.", "",
+            *plan_report.validation_lines(checked)]
 
 
 def cost_section(runs: Sequence[RunData]) -> list[str]:

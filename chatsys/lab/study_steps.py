@@ -101,11 +101,10 @@ def memory_per_user(data: RunData) -> dict[str, float]:
     return out
 
 
-def first_saturated(steps: Sequence[tuple[int, RunData]]) -> tuple[int, str, str] | None:
-    """(users, module, kind) of the first A step whose run had a CPU or machine saturation
-    event, the kind ``lab plan``'s model predicts."""
+def first_saturated(steps: Sequence[tuple[int, RunData]]) -> tuple[int, RunData] | None:
+    """The first A step (users, run) whose run had a CPU or machine saturation event, the kind
+    ``lab plan``'s model predicts."""
     for users, data in steps:
-        event = next((e for e in data.verdict.events if e.kind in ("cpu", "machine")), None)
-        if event is not None:
-            return users, event.module, event.kind
+        if any(e.kind in ("cpu", "machine") for e in data.verdict.events):
+            return users, data
     return None

@@ -31,10 +31,11 @@ def _costs(module: str, idle: float, **cpu: float) -> ModuleCosts:
 
 
 def _model() -> CostModel:
-    return CostModel({"P": _costs("P", 0.1, texts=0.001, deliveries=0.00002),
+    return CostModel({"P": _costs("P", 0.1, texts=0.001, deliveries=0.00002, connects=0.002),
                       "A": _costs("A", 0.05, texts=0.0005),
-                      "B": _costs("B", 0.02, uploads=0.002),
-                      "Locust": _costs("Locust", 0.0, texts=0.0005)}, [], 5.0, 0.0)
+                      "B": _costs("B", 0.02, uploads=0.002)}, [], 5.0, 0.0,
+                     {"locust": _costs("Locust", 0.0, texts=0.0005),
+                      "native": _costs("Locust", 0.0, texts=0.0001)})
 
 
 def test_the_defaults_are_the_chat_users() -> None:
@@ -81,10 +82,24 @@ def test_the_box_saturates_at_the_process_or_the_machine_limit() -> None:
     p_limit = (0.85 - 0.1) / 0.0006
     assert box_saturation(model, per_user, cores=64).users == pytest.approx(p_limit)
     # Two cores, a neighbour using 0.5: the machine's 1.8 cores run out first.
-    tight = box_saturation(model, per_user, cores=2, others=0.5)
+    locust = model.generators["locust"]
+    tight = box_saturation(model, per_user, cores=2, others=0.5, generator=locust)
     slope = 0.0006 + 0.0002 + 0.0002 + 0.0002  # P, A, B, Locust per user
     assert tight.kind == "machine" and tight.module == "P"
     assert tight.users == pytest.approx((1.8 - 0.5 - 0.17) / slope)
+
+
+def test_the_load_generator_moves_the_machine_limit_and_joins_take_their_share() -> None:
+    model = _model()
+    per_user = Load(1).per_user()
+    machine = {driver: box_saturation(model, per_user, cores=2, others=0.5, generator=g)
+               for driver, g in model.generators.items()}
+    # The native driver's fifth of Locust's cost per text leaves the system more of the cores.
+    assert machine["native"].users == pytest.approx((1.8 - 0.5 - 0.17) / 0.00104)
+    assert machine["native"].users > machine["locust"].users
+    # 50 joins a second cost P 0.1 cores: its own limit comes that much earlier.
+    joining = box_saturation(model, per_user, cores=64, join_rate=50)
+    assert joining.users == pytest.approx((0.85 - 0.1 - 0.1) / 0.0006)
 
 
 def test_the_kustomize_settings_build(tmp_path: Path) -> None:
