@@ -332,9 +332,15 @@ def fit(runs: Sequence[RunData], width: float = WINDOW,
     those and ``generator_runs`` (runs that only say what a driver costs: a prediction from B,
     driven by Locust, of a run driven by the native driver takes that driver's cost from its
     other runs)."""
-    rows = [w for data in runs for w in windows(data, width)]
+    return fit_windows([w for data in runs for w in windows(data, width)], width,
+                       [w for data in generator_runs for w in windows(data, width)])
+
+
+def fit_windows(rows: Sequence[Window], width: float = WINDOW,
+                generator_rows: Sequence[Window] = ()) -> CostModel:
+    """:func:`fit` over windows already cut."""
     modules = {m: c for m in MODULES if (c := fit_module(m, rows)) is not None}
-    driven = rows + [w for data in generator_runs for w in windows(data, width)]
+    driven = [*rows, *generator_rows]
     generators = {d: c for d in sorted({w.driver for w in driven})
                   if (c := fit_module(LOAD_GENERATOR, [w for w in driven if w.driver == d]))
                   is not None}
@@ -342,7 +348,7 @@ def fit(runs: Sequence[RunData], width: float = WINDOW,
     notes = []
     if len(rows) < 8:
         notes.append(f"only {len(rows)} windows of {width:g} s: costs are rough")
-    return CostModel(modules, rows, width, statistics.median(others) if others else 0.0,
+    return CostModel(modules, list(rows), width, statistics.median(others) if others else 0.0,
                      generators, notes)
 
 

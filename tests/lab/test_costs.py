@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from chatsys.lab.costs import OPERATIONS, Window, fit_module, nnls, separable
+from chatsys.lab.costs import OPERATIONS, Window, fit_module, fit_windows, nnls, separable
 
 IDLE = 0.05
 TRUE = {"connects": 0.004, "texts": 0.0008, "uploads": 0.003, "deliveries": 0.00002,
@@ -99,3 +99,21 @@ def test_a_module_is_charged_only_for_its_own_work() -> None:
     assert set(costs.cpu) == {"uploads"}
     assert costs.cpu["uploads"] == pytest.approx(0.002)
     assert costs.idle == pytest.approx(0.02)
+
+
+def test_the_load_generator_is_costed_once_per_driver() -> None:
+    rng = random.Random(4)
+
+    def driven(driver: str, per_text: float, start: int) -> list[Window]:
+        return [Window(w.start + start, w.end + start, w.rates,
+                       {"P": w.cpu["P"], "Locust": per_text * w.rates["texts"]},
+                       {**w.rss, "Locust": 30 * MIB}, {"P": w.replicas["P"], "Locust": 1},
+                       w.others, driver) for w in _varied(rng, 30)]
+
+    locust, native = driven("locust", 0.0009, 0), driven("native", 0.0003, 1000)
+    # The system's costs from the Locust runs alone; the native driver's from its own runs.
+    model = fit_windows(locust, generator_rows=native)
+    assert set(model.modules) == {"P"} and len(model.windows) == len(locust)
+    assert model.modules["P"].cpu["texts"] == pytest.approx(TRUE["texts"], rel=0.05)
+    assert model.generators["locust"].cpu["texts"] == pytest.approx(0.0009, rel=0.01)
+    assert model.generators["native"].cpu["texts"] == pytest.approx(0.0003, rel=0.01)
