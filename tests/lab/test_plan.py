@@ -128,9 +128,15 @@ def test_a_real_run_is_planned_with_positive_costs(tmp_path: Path) -> None:
     code, progress = run_lab("run", "baseline", "--users", "20", "--spawn-rate", "10",
                              "--run-time", "15s", out=out)
     assert code == 0, progress
+    # A stepped run driven otherwise than the baseline (Locust): the check costs its driver
+    # from its own windows, and says so.
+    stepped = tmp_path / "a"
+    code, progress = run_lab("run", "stress", "--driver", "native", "--users", "12",
+                             "--spawn-rate", "6", "--run-time", "12s", out=stepped)
+    assert code == 0, progress
     result = subprocess.run(
         [sys.executable, "-m", "chatsys", "lab", "plan", str(out), "--users", "1000",
-         "--window", "3", "--out", str(tmp_path / "plan")],
+         "--window", "3", "--validate", str(stepped), "--out", str(tmp_path / "plan")],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "plan" / "plan.md").read_text()
@@ -144,6 +150,10 @@ def test_a_real_run_is_planned_with_positive_costs(tmp_path: Path) -> None:
     assert len(plan_rows) == 3
     assert all(float(cores) > 0 and int(replicas) >= 1 for cores, _, replicas in plan_rows)
     assert "```yaml" in text and "minReplicas" in text
+    validation = text[text.index("## Validation on this machine"):]
+    assert "users joining at 6/s" in validation, validation
+    assert "the load generator (native) costed from the stepped run itself" in validation
+    assert "| load generator (locust) |" in text
 
 
 def test_plan_help_names_its_flags() -> None:
