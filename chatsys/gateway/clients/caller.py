@@ -22,14 +22,15 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
+from google.protobuf.message import Message
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from chatsys.errors import BACKEND_DOWN, ChatError, Internal, Unavailable, from_grpc
+from chatsys.errors import BACKEND_DOWN, ChatError, Internal, Unavailable, from_grpc, from_status
 from chatsys.runtime import metrics
 from chatsys.runtime.grpc_clients import ChannelPool, Endpoint, NoEndpoint
 
@@ -58,6 +59,19 @@ def endpoint_broken(exc: BaseException) -> bool:
 
 def _retryable(exc: BaseException, retry: Retry) -> bool:
     return did_no_work(exc) if retry is Retry.UNSENT else endpoint_broken(exc)
+
+
+def outcome_of(message: Message, ok_field: str) -> Any:
+    """One request's outcome in a batch reply: ``message``'s ``outcome`` oneof holds either
+    ``ok_field`` (the result, returned) or ``failure`` (the status the request's own call would
+    have had, returned as its contract error, like a failed call's)."""
+    kind = message.WhichOneof("outcome")
+    if kind == ok_field:
+        return getattr(message, ok_field)
+    if kind == "failure":
+        failure = message.failure  # type: ignore[attr-defined]
+        return from_status(failure.status, failure.detail)
+    return Internal("an empty outcome")
 
 
 class Caller:

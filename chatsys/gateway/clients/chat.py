@@ -17,9 +17,15 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from chatsys.chat import wire
-from chatsys.errors import ChatError, Internal, from_grpc, from_status
+from chatsys.errors import ChatError, from_grpc, from_status
 from chatsys.gateway import metrics as m
-from chatsys.gateway.clients.caller import WIRE_ERRORS, Caller, Retry, did_no_work
+from chatsys.gateway.clients.caller import (
+    WIRE_ERRORS,
+    Caller,
+    Retry,
+    did_no_work,
+    outcome_of,
+)
 from chatsys.gateway.clients.coalescing import Coalescer
 from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
 from chatsys.stubs.chatsys.files.v1 import FileInfo
@@ -102,7 +108,7 @@ async def _append_batch_on(channel: Channel, requests: list[pb.AppendRequest],
         if exc.status is not Status.UNIMPLEMENTED:
             raise
         return await _append_one_by_one(channel, requests, seconds)
-    return [_outcome(outcome) for outcome in reply.outcomes]
+    return [outcome_of(outcome, "stored") for outcome in reply.outcomes]
 
 
 async def _presence_batch_on(channel: Channel, presences: list[pb.Presence],
@@ -128,15 +134,6 @@ async def _presence_batch_on(channel: Channel, presences: list[pb.Presence],
         except GRPCError as exc:
             outcomes.append(from_grpc(exc))
     return outcomes
-
-
-def _outcome(outcome: pb.AppendOutcome) -> Outcome:
-    kind = outcome.WhichOneof("outcome")
-    if kind == "stored":
-        return outcome.stored
-    if kind == "failure":
-        return from_status(outcome.failure.status, outcome.failure.detail)
-    return Internal("an empty outcome")
 
 
 async def _append_one_by_one(channel: Channel, requests: list[pb.AppendRequest],

@@ -14,9 +14,9 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from chatsys.errors import ChatError, Internal, from_grpc, from_status
+from chatsys.errors import ChatError, from_grpc
 from chatsys.gateway import metrics as m
-from chatsys.gateway.clients.caller import Caller, Retry
+from chatsys.gateway.clients.caller import Caller, Retry, outcome_of
 from chatsys.gateway.clients.coalescing import Coalescer
 from chatsys.stubs.chatsys.users.v1 import users_pb2 as pb
 from chatsys.users import wire
@@ -70,7 +70,7 @@ async def _create_sessions_on(channel: Channel, requests: list[pb.CreateSessionR
         if exc.status is not Status.UNIMPLEMENTED:
             raise
     else:
-        return [_created(outcome) for outcome in reply.outcomes]
+        return [outcome_of(outcome, "created") for outcome in reply.outcomes]
     deadline = anyio.current_time() + seconds
     outcomes: list[Created] = []
     for request in requests:  # an unused session is harmless: it expires with its TTL
@@ -80,15 +80,6 @@ async def _create_sessions_on(channel: Channel, requests: list[pb.CreateSessionR
         except GRPCError as exc:
             outcomes.append(from_grpc(exc))
     return outcomes
-
-
-def _created(outcome: pb.CreateSessionOutcome) -> Created:
-    kind = outcome.WhichOneof("outcome")
-    if kind == "created":
-        return outcome.created
-    if kind == "failure":
-        return from_status(outcome.failure.status, outcome.failure.detail)
-    return Internal("an empty outcome")
 
 
 def _left(deadline: float) -> float:

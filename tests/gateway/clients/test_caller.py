@@ -13,11 +13,12 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
 from chatsys.chat import wire
-from chatsys.errors import Internal, NotFound, Unavailable
-from chatsys.gateway.clients.caller import Caller, Retry
+from chatsys.errors import BadRequest, Internal, NotFound, Unavailable
+from chatsys.gateway.clients.caller import Caller, Retry, outcome_of
 from chatsys.runtime.grpc_clients import ChannelPool, Target, parse_target
 from chatsys.stubs.chatsys.chat.v1 import ChatServiceBase, HistoryRequest, HistoryResponse, Message
 from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
+from chatsys.stubs.chatsys.users.v1 import users_pb2 as users_pb
 from tests.support import unused_port
 
 pytestmark = pytest.mark.anyio
@@ -106,3 +107,14 @@ async def test_a_stream_that_ends_before_its_first_message_is_internal(live_port
             await caller.open_stream("Watch", empty)
     finally:
         caller.pool.close()
+
+
+def test_a_batch_outcome_is_its_result_or_its_failures_contract_error() -> None:
+    stored = pb.AppendOutcome(stored=pb.Stored(id="7", ts=1))
+    assert outcome_of(stored, "stored") == pb.Stored(id="7", ts=1)
+    created = users_pb.CreateSessionOutcome(created=users_pb.CreateSessionResponse(token="t"))
+    assert outcome_of(created, "created").token == "t"
+    failed = outcome_of(pb.AppendOutcome(failure=pb.AppendFailure(
+        status=Status.INVALID_ARGUMENT.value, detail="text is bad")), "stored")
+    assert isinstance(failed, BadRequest) and failed.message == "text is bad"
+    assert isinstance(outcome_of(pb.AppendOutcome(), "stored"), Internal)
