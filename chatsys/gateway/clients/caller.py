@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -36,6 +36,7 @@ from chatsys.runtime.grpc_clients import ChannelPool, Endpoint, NoEndpoint
 
 log = logging.getLogger("chatsys.gateway.clients")
 T = TypeVar("T")
+Item = TypeVar("Item")
 WIRE_ERRORS = (GRPCError, StreamTerminatedError, OSError, TimeoutError)
 MAX_ATTEMPTS = 3
 
@@ -74,6 +75,43 @@ def outcome_of(message: Message, ok_field: str) -> Any:
     return Internal("an empty outcome")
 
 
+def seconds_left(deadline: float) -> float:
+    """What is left until ``deadline`` (on ``anyio.current_time()``'s clock) as a call's
+    timeout: at least a millisecond, as a timeout must be positive (a call made too late then
+    fails with its deadline)."""
+    return max(0.001, deadline - anyio.current_time())
+
+
+async def batch_or_one_each(batch: Callable[[float], Awaitable[list[T | ChatError]]],
+                            one: Callable[[Item, float], Awaitable[T]], items: Sequence[Item],
+                            seconds: float, *, per_item: bool = True) -> list[T | ChatError]:
+    """``batch(seconds)``, or, where A is from before the batch method and answers
+    UNIMPLEMENTED (a rolling upgrade that reaches the gateways first), ``one(item, left)`` for
+    each item in turn, all within one deadline ``seconds`` away.
+
+    The fallback answers as the batch would: where the batch method answers each item on its
+    own (``per_item``), a single call's gRPC status is that item's outcome; where it succeeds or
+    fails as a whole, the first failed call fails the whole call. Any other failure (the
+    connection, the deadline) is raised for :meth:`Caller.call` to retry or fail as a whole,
+    which may repeat the items already done: use this only where a repeat is harmless (appends
+    are not, see ``chat._append_one_by_one``)."""
+    try:
+        return await batch(seconds)
+    except GRPCError as exc:
+        if exc.status is not Status.UNIMPLEMENTED:
+            raise
+    deadline = anyio.current_time() + seconds
+    outcomes: list[T | ChatError] = []
+    for item in items:
+        try:
+            outcomes.append(await one(item, seconds_left(deadline)))
+        except GRPCError as exc:
+            if not per_item:
+                raise
+            outcomes.append(from_grpc(exc))
+    return outcomes
+
+
 class Caller:
     """Deadline-bound, retried calls to one service's endpoints."""
 
@@ -95,7 +133,7 @@ class Caller:
             except NoEndpoint:
                 raise Unavailable(BACKEND_DOWN) from None
             try:
-                result = await call(channel, max(0.001, deadline - anyio.current_time()))
+                result = await call(channel, seconds_left(deadline))
             except WIRE_ERRORS as exc:
                 metrics.record_client_failure(exc)
                 if endpoint_broken(exc):

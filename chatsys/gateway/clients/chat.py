@@ -23,8 +23,10 @@ from chatsys.gateway.clients.caller import (
     WIRE_ERRORS,
     Caller,
     Retry,
+    batch_or_one_each,
     did_no_work,
     outcome_of,
+    seconds_left,
 )
 from chatsys.gateway.clients.coalescing import Coalescer
 from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
@@ -113,27 +115,20 @@ async def _append_batch_on(channel: Channel, requests: list[pb.AppendRequest],
 
 async def _presence_batch_on(channel: Channel, presences: list[pb.Presence],
                              seconds: float) -> list[Published]:
-    """``PublishPresenceBatch``, or one ``PublishPresence`` each on an A from before it."""
-    try:
+    """``PublishPresenceBatch``, or one ``PublishPresence`` each on an A from before it (a
+    repeat is harmless: a presence is not stored, repeating one only repeats a frame)."""
+
+    async def batch(left: float) -> list[Published]:
         reply = await wire.PUBLISH_PRESENCE_BATCH.call(
-            channel, pb.PublishPresenceBatchRequest(presences=presences), seconds=seconds)
-    except GRPCError as exc:
-        if exc.status is not Status.UNIMPLEMENTED:
-            raise
-    else:
+            channel, pb.PublishPresenceBatchRequest(presences=presences), seconds=left)
         return [None if failure.status == Status.OK.value
                 else from_status(failure.status, failure.detail) for failure in reply.failures]
-    deadline = anyio.current_time() + seconds
-    outcomes: list[Published] = []
-    for presence in presences:  # a presence is not stored: repeating one only repeats a frame
-        try:
-            await wire.PUBLISH_PRESENCE.call(
-                channel, pb.PublishPresenceRequest(presence=presence),
-                seconds=max(0.001, deadline - anyio.current_time()))
-            outcomes.append(None)
-        except GRPCError as exc:
-            outcomes.append(from_grpc(exc))
-    return outcomes
+
+    async def one(presence: pb.Presence, left: float) -> None:
+        await wire.PUBLISH_PRESENCE.call(channel, pb.PublishPresenceRequest(presence=presence),
+                                         seconds=left)
+
+    return await batch_or_one_each(batch, one, presences, seconds)
 
 
 async def _append_one_by_one(channel: Channel, requests: list[pb.AppendRequest],
@@ -145,7 +140,7 @@ async def _append_one_by_one(channel: Channel, requests: list[pb.AppendRequest],
     for index, request in enumerate(requests):
         try:
             appended = await wire.APPEND.call(
-                channel, request, seconds=max(0.001, deadline - anyio.current_time()))
+                channel, request, seconds=seconds_left(deadline))
         except WIRE_ERRORS as exc:
             if index == 0 and did_no_work(exc):
                 raise
