@@ -134,13 +134,14 @@ async def _presence_batch_on(channel: Channel, presences: list[pb.Presence],
 async def _append_one_by_one(channel: Channel, requests: list[pb.AppendRequest],
                              seconds: float) -> list[Outcome]:
     """Nothing may be retried once a message may be stored, so after the first message every
-    failure stays with its message (and those after it) instead of failing the call."""
+    failure stays with its message (and those after it) instead of failing the call (hence not
+    :func:`~chatsys.gateway.clients.caller.batch_or_one_each`, which raises a lost connection
+    for the whole batch to be retried)."""
     deadline = anyio.current_time() + seconds
     outcomes: list[Outcome] = []
     for index, request in enumerate(requests):
         try:
-            appended = await wire.APPEND.call(
-                channel, request, seconds=seconds_left(deadline))
+            appended = await wire.APPEND.call(channel, request, seconds=seconds_left(deadline))
         except WIRE_ERRORS as exc:
             if index == 0 and did_no_work(exc):
                 raise
