@@ -21,20 +21,22 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import anyio
+from google.protobuf.message import Message
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from chatsys.errors import BACKEND_DOWN, ChatError, Internal, Unavailable, from_grpc
+from chatsys.errors import BACKEND_DOWN, ChatError, Internal, Unavailable, from_grpc, from_status
 from chatsys.runtime import metrics
 from chatsys.runtime.grpc_clients import ChannelPool, Endpoint, NoEndpoint
 
 log = logging.getLogger("chatsys.gateway.clients")
 T = TypeVar("T")
+Item = TypeVar("Item")
 WIRE_ERRORS = (GRPCError, StreamTerminatedError, OSError, TimeoutError)
 MAX_ATTEMPTS = 3
 
@@ -60,6 +62,56 @@ def _retryable(exc: BaseException, retry: Retry) -> bool:
     return did_no_work(exc) if retry is Retry.UNSENT else endpoint_broken(exc)
 
 
+def outcome_of(message: Message, ok_field: str) -> Any:
+    """One request's outcome in a batch reply: ``message``'s ``outcome`` oneof holds either
+    ``ok_field`` (the result, returned) or ``failure`` (the status the request's own call would
+    have had, returned as its contract error, like a failed call's)."""
+    kind = message.WhichOneof("outcome")
+    if kind == ok_field:
+        return getattr(message, ok_field)
+    if kind == "failure":
+        failure = message.failure  # type: ignore[attr-defined]
+        return from_status(failure.status, failure.detail)
+    return Internal("an empty outcome")
+
+
+def seconds_left(deadline: float) -> float:
+    """What is left until ``deadline`` (on ``anyio.current_time()``'s clock) as a call's
+    timeout: at least a millisecond, as a timeout must be positive (a call made too late then
+    fails with its deadline)."""
+    return max(0.001, deadline - anyio.current_time())
+
+
+async def batch_or_one_each(batch: Callable[[float], Awaitable[list[T | ChatError]]],
+                            one: Callable[[Item, float], Awaitable[T]], items: Sequence[Item],
+                            seconds: float, *, per_item: bool = True) -> list[T | ChatError]:
+    """``batch(seconds)``, or, where A is from before the batch method and answers
+    UNIMPLEMENTED (a rolling upgrade that reaches the gateways first), ``one(item, left)`` for
+    each item in turn, all within one deadline ``seconds`` away.
+
+    The fallback answers as the batch would: where the batch method answers each item on its
+    own (``per_item``), a single call's gRPC status is that item's outcome; where it succeeds or
+    fails as a whole, the first failed call fails the whole call. Any other failure (the
+    connection, the deadline) is raised for :meth:`Caller.call` to retry or fail as a whole,
+    which may repeat the items already done: use this only where a repeat is harmless (appends
+    are not, see ``chat._append_one_by_one``)."""
+    try:
+        return await batch(seconds)
+    except GRPCError as exc:
+        if exc.status is not Status.UNIMPLEMENTED:
+            raise
+    deadline = anyio.current_time() + seconds
+    outcomes: list[T | ChatError] = []
+    for item in items:
+        try:
+            outcomes.append(await one(item, seconds_left(deadline)))
+        except GRPCError as exc:
+            if not per_item:
+                raise
+            outcomes.append(from_grpc(exc))
+    return outcomes
+
+
 class Caller:
     """Deadline-bound, retried calls to one service's endpoints."""
 
@@ -81,7 +133,7 @@ class Caller:
             except NoEndpoint:
                 raise Unavailable(BACKEND_DOWN) from None
             try:
-                result = await call(channel, max(0.001, deadline - anyio.current_time()))
+                result = await call(channel, seconds_left(deadline))
             except WIRE_ERRORS as exc:
                 metrics.record_client_failure(exc)
                 if endpoint_broken(exc):

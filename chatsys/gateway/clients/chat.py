@@ -17,9 +17,17 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from chatsys.chat import wire
-from chatsys.errors import ChatError, Internal, from_grpc, from_status
+from chatsys.errors import ChatError, from_grpc, from_status
 from chatsys.gateway import metrics as m
-from chatsys.gateway.clients.caller import WIRE_ERRORS, Caller, Retry, did_no_work
+from chatsys.gateway.clients.caller import (
+    WIRE_ERRORS,
+    Caller,
+    Retry,
+    batch_or_one_each,
+    did_no_work,
+    outcome_of,
+    seconds_left,
+)
 from chatsys.gateway.clients.coalescing import Coalescer
 from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
 from chatsys.stubs.chatsys.files.v1 import FileInfo
@@ -102,53 +110,38 @@ async def _append_batch_on(channel: Channel, requests: list[pb.AppendRequest],
         if exc.status is not Status.UNIMPLEMENTED:
             raise
         return await _append_one_by_one(channel, requests, seconds)
-    return [_outcome(outcome) for outcome in reply.outcomes]
+    return [outcome_of(outcome, "stored") for outcome in reply.outcomes]
 
 
 async def _presence_batch_on(channel: Channel, presences: list[pb.Presence],
                              seconds: float) -> list[Published]:
-    """``PublishPresenceBatch``, or one ``PublishPresence`` each on an A from before it."""
-    try:
+    """``PublishPresenceBatch``, or one ``PublishPresence`` each on an A from before it (a
+    repeat is harmless: a presence is not stored, repeating one only repeats a frame)."""
+
+    async def batch(left: float) -> list[Published]:
         reply = await wire.PUBLISH_PRESENCE_BATCH.call(
-            channel, pb.PublishPresenceBatchRequest(presences=presences), seconds=seconds)
-    except GRPCError as exc:
-        if exc.status is not Status.UNIMPLEMENTED:
-            raise
-    else:
+            channel, pb.PublishPresenceBatchRequest(presences=presences), seconds=left)
         return [None if failure.status == Status.OK.value
                 else from_status(failure.status, failure.detail) for failure in reply.failures]
-    deadline = anyio.current_time() + seconds
-    outcomes: list[Published] = []
-    for presence in presences:  # a presence is not stored: repeating one only repeats a frame
-        try:
-            await wire.PUBLISH_PRESENCE.call(
-                channel, pb.PublishPresenceRequest(presence=presence),
-                seconds=max(0.001, deadline - anyio.current_time()))
-            outcomes.append(None)
-        except GRPCError as exc:
-            outcomes.append(from_grpc(exc))
-    return outcomes
 
+    async def one(presence: pb.Presence, left: float) -> None:
+        await wire.PUBLISH_PRESENCE.call(channel, pb.PublishPresenceRequest(presence=presence),
+                                         seconds=left)
 
-def _outcome(outcome: pb.AppendOutcome) -> Outcome:
-    kind = outcome.WhichOneof("outcome")
-    if kind == "stored":
-        return outcome.stored
-    if kind == "failure":
-        return from_status(outcome.failure.status, outcome.failure.detail)
-    return Internal("an empty outcome")
+    return await batch_or_one_each(batch, one, presences, seconds)
 
 
 async def _append_one_by_one(channel: Channel, requests: list[pb.AppendRequest],
                              seconds: float) -> list[Outcome]:
     """Nothing may be retried once a message may be stored, so after the first message every
-    failure stays with its message (and those after it) instead of failing the call."""
+    failure stays with its message (and those after it) instead of failing the call (hence not
+    :func:`~chatsys.gateway.clients.caller.batch_or_one_each`, which raises a lost connection
+    for the whole batch to be retried)."""
     deadline = anyio.current_time() + seconds
     outcomes: list[Outcome] = []
     for index, request in enumerate(requests):
         try:
-            appended = await wire.APPEND.call(
-                channel, request, seconds=max(0.001, deadline - anyio.current_time()))
+            appended = await wire.APPEND.call(channel, request, seconds=seconds_left(deadline))
         except WIRE_ERRORS as exc:
             if index == 0 and did_no_work(exc):
                 raise

@@ -9,14 +9,11 @@ an A from before those gets one call per session.
 
 from __future__ import annotations
 
-import anyio
 from grpclib.client import Channel
-from grpclib.const import Status
-from grpclib.exceptions import GRPCError
 
-from chatsys.errors import ChatError, Internal, from_grpc, from_status
+from chatsys.errors import ChatError
 from chatsys.gateway import metrics as m
-from chatsys.gateway.clients.caller import Caller, Retry
+from chatsys.gateway.clients.caller import Caller, Retry, batch_or_one_each, outcome_of
 from chatsys.gateway.clients.coalescing import Coalescer
 from chatsys.stubs.chatsys.users.v1 import users_pb2 as pb
 from chatsys.users import wire
@@ -55,55 +52,38 @@ class UsersClient:
 
     async def _end_sessions(self, session_ids: list[str]) -> list[None]:
         """Ending twice is harmless: retried like a read."""
-        await self.caller.call("EndSessions", lambda ch, t: _end_sessions_on(
+        return await self.caller.call("EndSessions", lambda ch, t: _end_sessions_on(
             ch, session_ids, t), retry=Retry.BROKEN)
-        return [None] * len(session_ids)
 
 
 async def _create_sessions_on(channel: Channel, requests: list[pb.CreateSessionRequest],
                               seconds: float) -> list[Created]:
-    """``CreateSessions``, or one ``CreateSession`` each on an A from before it."""
-    try:
+    """``CreateSessions``, or one ``CreateSession`` each on an A from before it (a repeat is
+    harmless: an unused session expires with its TTL)."""
+
+    async def batch(left: float) -> list[Created]:
         reply = await wire.CREATE_SESSIONS.call(
-            channel, pb.CreateSessionsRequest(requests=requests), seconds=seconds)
-    except GRPCError as exc:
-        if exc.status is not Status.UNIMPLEMENTED:
-            raise
-    else:
-        return [_created(outcome) for outcome in reply.outcomes]
-    deadline = anyio.current_time() + seconds
-    outcomes: list[Created] = []
-    for request in requests:  # an unused session is harmless: it expires with its TTL
-        try:
-            outcomes.append(await wire.CREATE_SESSION.call(channel, request,
-                                                           seconds=_left(deadline)))
-        except GRPCError as exc:
-            outcomes.append(from_grpc(exc))
-    return outcomes
+            channel, pb.CreateSessionsRequest(requests=requests), seconds=left)
+        return [outcome_of(outcome, "created") for outcome in reply.outcomes]
+
+    async def one(request: pb.CreateSessionRequest, left: float) -> pb.CreateSessionResponse:
+        return await wire.CREATE_SESSION.call(channel, request, seconds=left)
+
+    return await batch_or_one_each(batch, one, requests, seconds)
 
 
-def _created(outcome: pb.CreateSessionOutcome) -> Created:
-    kind = outcome.WhichOneof("outcome")
-    if kind == "created":
-        return outcome.created
-    if kind == "failure":
-        return from_status(outcome.failure.status, outcome.failure.detail)
-    return Internal("an empty outcome")
+async def _end_sessions_on(channel: Channel, session_ids: list[str],
+                           seconds: float) -> list[None]:
+    """``EndSessions``, or one ``EndSession`` each on an A from before it; like the batch, which
+    refuses no session of its own, it succeeds or fails as a whole."""
 
-
-def _left(deadline: float) -> float:
-    return max(0.001, deadline - anyio.current_time())
-
-
-async def _end_sessions_on(channel: Channel, session_ids: list[str], seconds: float) -> None:
-    """``EndSessions``, or one ``EndSession`` each on an A from before it."""
-    try:
+    async def batch(left: float) -> list[None]:
         await wire.END_SESSIONS.call(channel, pb.EndSessionsRequest(session_ids=session_ids),
-                                     seconds=seconds)
-    except GRPCError as exc:
-        if exc.status is not Status.UNIMPLEMENTED:
-            raise
-        deadline = anyio.current_time() + seconds
-        for session_id in session_ids:
-            await wire.END_SESSION.call(channel, pb.EndSessionRequest(session_id=session_id),
-                                        seconds=_left(deadline))
+                                     seconds=left)
+        return [None] * len(session_ids)
+
+    async def one(session_id: str, left: float) -> None:
+        await wire.END_SESSION.call(channel, pb.EndSessionRequest(session_id=session_id),
+                                    seconds=left)
+
+    return await batch_or_one_each(batch, one, session_ids, seconds, per_item=False)

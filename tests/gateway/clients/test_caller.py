@@ -13,11 +13,12 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
 from chatsys.chat import wire
-from chatsys.errors import Internal, NotFound, Unavailable
-from chatsys.gateway.clients.caller import Caller, Retry
+from chatsys.errors import BadRequest, ChatError, Internal, NotFound, Unavailable
+from chatsys.gateway.clients.caller import Caller, Retry, batch_or_one_each, outcome_of
 from chatsys.runtime.grpc_clients import ChannelPool, Target, parse_target
 from chatsys.stubs.chatsys.chat.v1 import ChatServiceBase, HistoryRequest, HistoryResponse, Message
 from chatsys.stubs.chatsys.chat.v1 import chat_pb2 as pb
+from chatsys.stubs.chatsys.users.v1 import users_pb2 as users_pb
 from tests.support import unused_port
 
 pytestmark = pytest.mark.anyio
@@ -106,3 +107,54 @@ async def test_a_stream_that_ends_before_its_first_message_is_internal(live_port
             await caller.open_stream("Watch", empty)
     finally:
         caller.pool.close()
+
+
+def test_a_batch_outcome_is_its_result_or_its_failures_contract_error() -> None:
+    stored = pb.AppendOutcome(stored=pb.Stored(id="7", ts=1))
+    assert outcome_of(stored, "stored") == pb.Stored(id="7", ts=1)
+    created = users_pb.CreateSessionOutcome(created=users_pb.CreateSessionResponse(token="t"))
+    assert outcome_of(created, "created").token == "t"
+    failed = outcome_of(pb.AppendOutcome(failure=pb.AppendFailure(
+        status=Status.INVALID_ARGUMENT.value, detail="text is bad")), "stored")
+    assert isinstance(failed, BadRequest) and failed.message == "text is bad"
+    assert isinstance(outcome_of(pb.AppendOutcome(), "stored"), Internal)
+
+
+class _OldA:
+    """A batch method that answers ``batch_status`` and a single one that refuses ``"bad"``."""
+
+    def __init__(self, batch_status: Status = Status.UNIMPLEMENTED) -> None:
+        self.batch_status = batch_status
+        self.singles: list[str] = []
+
+    async def batch(self, seconds: float) -> list[str | ChatError]:
+        raise GRPCError(self.batch_status, "no batch")
+
+    async def one(self, item: str, seconds: float) -> str:
+        assert seconds > 0
+        self.singles.append(item)
+        if item == "bad":
+            raise GRPCError(Status.INVALID_ARGUMENT, "bad item")
+        return item.upper()
+
+
+async def test_without_the_batch_method_each_item_is_called_alone() -> None:
+    old = _OldA()
+    outcomes = await batch_or_one_each(old.batch, old.one, ["a", "bad", "b"], 5.0)
+    assert old.singles == ["a", "bad", "b"]
+    assert outcomes[0] == "A" and outcomes[2] == "B"
+    assert isinstance(outcomes[1], BadRequest) and outcomes[1].message == "bad item"
+
+
+async def test_where_the_batch_fails_as_a_whole_so_does_its_fallback() -> None:
+    old = _OldA()
+    with pytest.raises(GRPCError):
+        await batch_or_one_each(old.batch, old.one, ["a", "bad", "b"], 5.0, per_item=False)
+    assert old.singles == ["a", "bad"]
+
+
+async def test_a_batch_that_fails_otherwise_is_not_repeated_one_by_one() -> None:
+    old = _OldA(Status.INTERNAL)
+    with pytest.raises(GRPCError):
+        await batch_or_one_each(old.batch, old.one, ["a"], 5.0)
+    assert old.singles == []
