@@ -19,10 +19,10 @@ import pytest
 from chatsys.runtime.members import (
     REDIS_ATTEMPTS,
     REDIS_PORTS,
-    REDIS_SERVER,
     redis_command,
     redis_pid,
 )
+from chatsys.runtime.redis_executable import find_redis_server, missing_message
 from tests.support import Proc, running_command
 
 
@@ -42,8 +42,8 @@ def start_redis(directory: Path, *, port: int | None = None) -> Iterator[RedisSe
     could bind (Redis cannot report a port it chose: it is offered random ones until one is
     free, as :mod:`chatsys.runtime.topology` does); start it again on the same directory and
     port to test a restart."""
-    if REDIS_SERVER is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    if find_redis_server() is None:
+        pytest.fail(missing_message())
     directory.mkdir(parents=True, exist_ok=True)
     for attempt in range(1 if port else REDIS_ATTEMPTS):
         chosen = port or random.randint(*REDIS_PORTS)

@@ -13,7 +13,6 @@ runs on that port is never mistaken for ours.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,9 @@ import httpx
 
 from chatsys.runtime import ready
 from chatsys.runtime.children import send_signal
+from chatsys.runtime.redis_executable import find_redis_server, missing_message
 
 PYTHON = [sys.executable, "-m", "chatsys"]
-REDIS_SERVER = shutil.which("redis-server")
 REDIS_ATTEMPTS = 20
 # Below Linux's default ephemeral range (32768-60999), so a port the kernel hands out to
 # someone's outgoing connection or port-0 listener is not offered to Redis.
@@ -140,9 +139,10 @@ class Member:
 def redis_command(workdir: Path, extra: tuple[str, ...] | list[str] = ()) -> list[str]:
     """A durable redis-server on loopback keeping its files in ``workdir`` (the port is the
     member's)."""
-    if REDIS_SERVER is None:
-        raise TopologyError("--a-replicas > 1 needs Redis, and redis-server is not installed")
-    return [REDIS_SERVER, "--bind", "127.0.0.1", "--dir", str(workdir), *REDIS_DURABLE, *extra]
+    redis_server = find_redis_server()
+    if redis_server is None:
+        raise TopologyError(f"--a-replicas > 1 needs Redis: {missing_message()}")
+    return [redis_server, "--bind", "127.0.0.1", "--dir", str(workdir), *REDIS_DURABLE, *extra]
 
 
 async def redis_pid(port: int, host: str = "127.0.0.1") -> int | None:
