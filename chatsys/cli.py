@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from importlib.util import find_spec
 
 from chatsys.runtime import logs
+from chatsys.runtime.limits import raise_open_files
 from chatsys.runtime.settings import GRPC_VERBS, Settings, SettingsError, add_arguments, load
 
 VERBS = {
@@ -90,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = parse(args)
     component = "+".join(settings.verbs)
     logs.configure(settings.log_level, settings.log_format, component)
+    raise_open_files()
     verb = settings.verbs[0]
     if verb == "gateway":
         from chatsys.gateway.main import run

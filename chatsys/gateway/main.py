@@ -20,6 +20,7 @@ from chatsys.gateway.servers import make_server
 from chatsys.gateway.state import Gateway
 from chatsys.gateway.transport import WebSocketTransport
 from chatsys.runtime import lifecycle, metrics, ready
+from chatsys.runtime.limits import sockets_allowed
 from chatsys.runtime.settings import Settings
 from chatsys.runtime.supervision import Policy, supervise
 
@@ -82,10 +83,24 @@ async def drain(gateway: Gateway) -> None:
         log.warning("%d WebSockets still open after drain", gateway.sockets)
 
 
+def within_open_files(settings: Settings) -> Settings:
+    """``settings`` with ``--max-connections`` no higher than the process's open files allow:
+    past that limit accepting fails with EMFILE, so the gateway answers 503 before it."""
+    left = sockets_allowed()
+    if left is None or settings.max_connections <= left:
+        return settings
+    log.warning("--max-connections %d is more than the open-files limit leaves for sockets "
+                "(%d): the gateway refuses with 503 from %d connections on; raise the limit "
+                "(ulimit -Hn, systemd's LimitNOFILE, the container runtime's nofile) for more",
+                settings.max_connections, left, max(1, left))
+    return settings.replace(max_connections=max(1, left))
+
+
 def run(settings: Settings) -> None:
     if settings.workers > 1:
         from chatsys.gateway.workers import serve_workers
 
         lifecycle.run(partial(serve_workers, settings), grace=settings.shutdown_grace * 2)
-    else:
-        lifecycle.run(partial(serve, settings), grace=settings.shutdown_grace)
+    else:  # each worker is a gateway of its own, with its own limit
+        lifecycle.run(partial(serve, within_open_files(settings)),
+                      grace=settings.shutdown_grace)

@@ -45,6 +45,7 @@ from chatsys.lab.driver_plan import Plan, UserOptions, WorkerConfig, source_addr
 from chatsys.lab.driver_stats import CsvWriter, Stats
 from chatsys.lab.scenarios import ScenarioError, parse_duration
 from chatsys.runtime import lifecycle
+from chatsys.runtime.limits import raise_open_files
 from chatsys.runtime.supervision import Policy, supervise
 
 USERS_PER_WORKER = 10_000  # stays well under one process's 20,000 open files, uploads included
@@ -100,14 +101,6 @@ def plan_of(args: argparse.Namespace) -> Plan:
     if not args.users or args.run_time is None:
         raise ValueError("give --users N with --run-time T, or --steps A,B,... with --hold S")
     return Plan.single(args.users, args.spawn_rate, args.run_time)
-
-
-def raise_nofile() -> int:
-    """The soft open-files limit up to the hard one (the workers inherit it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def say(text: str) -> None:
@@ -266,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     workers = args.workers or max(1, math.ceil(plan.peak / USERS_PER_WORKER))
-    raise_nofile()
+    raise_open_files()  # the workers inherit it
     options = UserOptions(**{f.name: getattr(args, f.name) for f in fields(UserOptions)})
     driver = Driver(hosts, plan, options, args.csv, workers, sources)
     result: list[int] = []

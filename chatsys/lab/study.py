@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
+import resource
 import shutil
 import sys
 import time
@@ -37,6 +39,10 @@ RAMP_SHARE = 1 / 3  # a scaled run ramps up in at most this share of its time
 OVERHEAD = 25.0  # seconds a run spends outside its load: topology, Locust, report
 EXIT_OK, EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
 C_RUNS = (("C-hpa", "hpa"), ("C-scaled", "scaled"))
+# A gateway process holds at most its --max-connections (default) and what its open files allow;
+# an A step keeps a fifth of that free, so that a gateway's limit is never what stops the climb.
+GATEWAY_CONNECTIONS = 20_000
+GATEWAY_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,19 @@ def choose_driver(requested: str) -> str:
     return requested
 
 
+def gateways_for(users: int, open_files: int | None = None) -> int:
+    """Gateway processes (on one host each, as ``--workers`` would on one port) an A step of
+    ``users`` needs, each holding at most :data:`GATEWAY_SHARE` of what one process can:
+    the seed's 100,000 users need 7 where a process may open 20,000 files."""
+    from chatsys.runtime.limits import sockets_allowed
+
+    if open_files is None:  # the gateways raise their soft limit to this one
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    allowed = sockets_allowed(open_files)
+    one = GATEWAY_CONNECTIONS if allowed is None else max(1, min(GATEWAY_CONNECTIONS, allowed))
+    return max(1, math.ceil(users / (one * GATEWAY_SHARE)))
+
+
 def lab_argv(run: PlannedRun, run_dir: Path, settings: Settings, rule: Rule) -> list[str]:
     """``chatsys lab run`` arguments for one planned run."""
     argv = ["run", run.scenario, "--out", str(run_dir), "--label", run.label,
@@ -172,6 +191,8 @@ def lab_argv(run: PlannedRun, run_dir: Path, settings: Settings, rule: Rule) -> 
             "--machine-threshold", f"{rule.machine_threshold:g}"]
     if run.is_step and settings.driver != "locust":
         argv += ["--driver", settings.driver]
+    if run.is_step and (gateways := gateways_for(run.users)) > 1:
+        argv += ["--gateways", str(gateways)]
     hpa_time = ["--hpa-time-scale", f"{max(settings.scale, 0.1):g}"]
     if run.scenario == "hpa" and settings.scale < 1 and run_accepts("hpa", *hpa_time):
         # The HPA's periods shrink with the run, or a smoke would never see it act.

@@ -53,6 +53,19 @@ def test_only_a_gets_the_driver() -> None:
     assert argv[:2] == ["run", "stress"] and argv[argv.index("--users") + 1] == str(a.users)
 
 
+def test_high_steps_run_several_gateways() -> None:
+    from chatsys.lab.study import gateways_for
+
+    # 20,000 open files per process, as here: a gateway holds 15,795 of a step's users.
+    assert [gateways_for(n, 20_000) for n in (5_000, 15_795, 15_796, 100_000)] == [1, 1, 2, 7]
+    assert gateways_for(2_000, 1_024) == 4  # a shell's usual limit
+    step = PlannedRun("A-100000", "stress", "A 100000 users", 100_000, 50, 2_120, 100_000, 120)
+    argv = lab_argv(step, Path("x"), Settings(driver="native"), Rule())
+    assert int(argv[argv.index("--gateways") + 1]) == gateways_for(100_000)
+    small = PlannedRun("A-000100", "stress", "A 100 users", 100, 50, 122, 100, 120)
+    assert "--gateways" not in lab_argv(small, Path("x"), Settings(driver="native"), Rule())
+
+
 def _written(run_dir: Path, interrupted: bool = False) -> None:
     run_dir.mkdir(parents=True)
     (run_dir / "run.json").write_text(json.dumps({"interrupted": interrupted}))
